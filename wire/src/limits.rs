@@ -18,6 +18,11 @@ const FRAME_OVERHEAD_BYTES: usize = 512;
 
 /// All limits. `Limits::default()` is DESIGN.md §1.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Limits {
     /// Largest WebSocket message (reassembled) in either direction; bigger → close 1009.
     pub frame_bytes_max: usize,
