@@ -1,16 +1,149 @@
-//! `switchboard`: the chat connection gateway (not built yet; issue "Gateway").
-//!
-//! This binary will own the thread-per-core Glommio executors (one per core, each with its own
-//! `SO_REUSEPORT` listener), the WebSocket connections and their bounded outbound queues, auth,
-//! configuration, the operations HTTP endpoints and graceful drain. It is the only crate that
-//! binds a socket. Until then it says so and exits non-zero, so no script mistakes it for a
-//! running server.
+//! `switchboard`: the chat connection gateway's command line (`serve`, `config`, `token`).
 
+use clap::{Args, Parser, Subcommand};
+use gateway::{auth, config, server};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "The switchboard chat connection gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (prints `ready ws=<addr> ops=<addr>` once accepting).
+    Serve(Settings),
+    /// Print the effective configuration (defaults, file, environment, flags) as TOML.
+    Config(Settings),
+    /// Mint a development token signed with the configured (or development) HS256 secret.
+    Token(TokenArgs),
+}
+
+/// Flags shared by every command; each overrides the config key of the same name.
+#[derive(Args, Serialize, Default)]
+struct Settings {
+    /// TOML configuration file.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// WebSocket listen address.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+    /// Operations HTTP listen address.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ops_listen: Option<SocketAddr>,
+    /// Data directory.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    /// Executors (0 = every CPU).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cores: Option<usize>,
+    /// Most connections in the process.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections_max: Option<usize>,
+    /// Most bytes queued for one connection.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send_queue_bytes_max: Option<usize>,
+    /// Time allowed for the HTTP upgrade.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handshake_timeout_ms: Option<u64>,
+    /// Inbound silence before a ping.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat_interval_ms: Option<u64>,
+    /// Inbound silence before closing.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_timeout_ms: Option<u64>,
+    /// Spread of `GoAway` reconnect delays on drain.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drain_window_ms: Option<u64>,
+    /// Longest drain.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drain_timeout_ms: Option<u64>,
+    /// HS256 secret file.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt_secret_file: Option<PathBuf>,
+    /// Ed25519 public key (PEM) file.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt_public_key_file: Option<PathBuf>,
+    /// Clock-skew leeway on `exp`, seconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt_leeway_s: Option<u64>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    settings: Settings,
+    /// User id (the `sub` claim), 1 ..= 2^63-1.
+    #[arg(long)]
+    user: u64,
+    /// Device id (the `dev` claim), nonzero.
+    #[arg(long)]
+    device: u64,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl_s: u64,
+}
+
 fn main() -> ExitCode {
-    eprintln!(
-        "switchboard: the gateway is not built yet (see docs/ARCHITECTURE.md); nothing to run"
-    );
-    ExitCode::from(2)
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    let load = |s: &Settings| config::load(s.config.as_deref(), s);
+    match command {
+        Command::Serve(settings) => server::serve(load(&settings)?),
+        Command::Config(settings) => {
+            print!("{}", load(&settings)?.to_toml());
+            Ok(())
+        }
+        Command::Token(args) => {
+            let config = load(&args.settings)?;
+            let user = wire::UserId::new(args.user)
+                .ok_or_else(|| anyhow::anyhow!("--user must be 1..=2^63-1"))?;
+            let device = wire::DeviceId::new(args.device)
+                .ok_or_else(|| anyhow::anyhow!("--device must be nonzero"))?;
+            println!("{}", auth::mint(&config, user, device, args.ttl_s)?);
+            Ok(())
+        }
+    }
 }

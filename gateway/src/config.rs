@@ -1,0 +1,315 @@
+//! The gateway's configuration: defaults, a TOML file, `SWITCHBOARD_*` environment variables and
+//! command-line flags, merged in that order (later wins), then validated as a whole.
+//!
+//! Owns every operational setting and the error an operator sees for a bad one. Invariant: a
+//! `Config` returned by [`load`] passed [`Config::validate`]: every value is in range and the
+//! values agree with each other, so the rest of the gateway never re-checks them.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Environment variables with this prefix override the file: `SWITCHBOARD_CORES=2`,
+/// `SWITCHBOARD_LIMITS__BODY_BYTES_MAX=8192` (`__` separates nested keys).
+const ENV_PREFIX: &str = "SWITCHBOARD_";
+
+/// Everything the gateway can be told. Each field is also a TOML key, an environment variable
+/// and (for the common ones) a flag of the same name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// WebSocket listener (one `SO_REUSEPORT` socket per core). Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// HTTP path of the WebSocket endpoint.
+    pub ws_path: String,
+    /// Operations HTTP listener (`/metrics`, `/healthz`, `/readyz`). Port 0 picks a free port.
+    pub ops_listen: SocketAddr,
+    /// Where durable state and the development key live.
+    pub data_dir: PathBuf,
+    /// Executors (one pinned thread each); 0 = every online CPU.
+    pub cores: usize,
+    /// Most WebSocket connections the process holds; further ones get HTTP 503.
+    pub connections_max: usize,
+    /// Listen backlog per core (the kernel caps it at `net.core.somaxconn`).
+    pub accept_backlog: u32,
+    /// Most bytes queued for one connection; a peer that lets it fill is closed (1008).
+    pub send_queue_bytes_max: usize,
+    /// Time a new connection has to complete its HTTP upgrade (slowloris guard).
+    pub handshake_timeout_ms: u64,
+    /// Largest HTTP upgrade request accepted, headers included.
+    pub handshake_bytes_max: usize,
+    /// Inbound silence after which the server pings.
+    pub heartbeat_interval_ms: u64,
+    /// Inbound silence after which the connection is closed (4000): a dead or half-open peer.
+    pub idle_timeout_ms: u64,
+    /// `GoAway.reconnect_after_ms` is spread uniformly over this window on drain.
+    pub drain_window_ms: u64,
+    /// A drain ends, and the process exits, within this time even if clients linger.
+    pub drain_timeout_ms: u64,
+    /// HS256 secret: the exact bytes of this file. Unset (and no public key): a development
+    /// secret is generated into `<data_dir>/dev-jwt.key`.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// EdDSA (Ed25519) public key, PEM; tokens are then verified with it instead of HS256.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Clock-skew allowance on a token's `exp`.
+    pub jwt_leeway_s: u64,
+    /// Protocol limits (DESIGN.md §1).
+    pub limits: wire::Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            ws_path: "/ws".into(),
+            ops_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            data_dir: PathBuf::from("./data"),
+            cores: 0,
+            connections_max: 1_000_000,
+            accept_backlog: 4096,
+            send_queue_bytes_max: 256 * 1024,
+            handshake_timeout_ms: 5_000,
+            handshake_bytes_max: 8 * 1024,
+            heartbeat_interval_ms: 30_000,
+            idle_timeout_ms: 90_000,
+            drain_window_ms: 10_000,
+            drain_timeout_ms: 30_000,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_leeway_s: 5,
+            limits: wire::Limits::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used: which key, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is out of range or contradicts another.
+    #[error("invalid configuration: `{key}` {reason}")]
+    Invalid {
+        /// The key, dotted for nested tables (`limits.body_bytes_max`).
+        key: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The file, an environment variable or a flag could not be read as a `Config`.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Merges defaults, `file`, the environment and `flags` (a partial `Config` of the flags given),
+/// then validates.
+///
+/// # Errors
+/// A parse error naming the key and source, or the first invalid value.
+pub fn load(file: Option<&Path>, flags: &impl Serialize) -> Result<Config, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(file) = file {
+        if !file.is_file() {
+            return Err(invalid(
+                "config",
+                format!("file {} does not exist", file.display()),
+            ));
+        }
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    let keys = known_keys();
+    // Only keys the config knows: other SWITCHBOARD_* variables (a test's, a script's) are not
+    // ours and must not fail the start.
+    let env = Env::prefixed(ENV_PREFIX)
+        .split("__")
+        .filter(move |k| keys.contains(&k.as_str().to_ascii_lowercase()));
+    let config: Config = figment
+        .merge(env)
+        .merge(Serialized::globals(flags))
+        .extract()
+        .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Every key path of `Config` (`cores`, `limits.body_bytes_max`, …), lower-case as `Env` gives them.
+fn known_keys() -> Vec<String> {
+    let mut keys = Vec::new();
+    if let Ok(toml::Value::Table(table)) = toml::Value::try_from(Config::default()) {
+        for (key, value) in table {
+            if let toml::Value::Table(inner) = value {
+                keys.extend(inner.keys().map(|k| format!("{key}.{k}")));
+            }
+            keys.push(key);
+        }
+    }
+    keys.extend(["jwt_secret_file".into(), "jwt_public_key_file".into()]);
+    keys
+}
+
+impl Config {
+    /// Checks ranges and cross-field rules.
+    ///
+    /// # Errors
+    /// The first invalid key and why.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits
+            .validate()
+            .map_err(|e| invalid(&format!("limits.{}", e.field), e.reason))?;
+        let online = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        if self.cores > online {
+            return Err(invalid(
+                "cores",
+                format!("is {} but this host has {online} CPUs", self.cores),
+            ));
+        }
+        if !self.ws_path.starts_with('/') {
+            return Err(invalid("ws_path", "must start with '/'"));
+        }
+        let positive = [
+            ("connections_max", self.connections_max as u64),
+            ("accept_backlog", u64::from(self.accept_backlog)),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("drain_timeout_ms", self.drain_timeout_ms),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(invalid(key, "must be at least 1"));
+        }
+        if self.idle_timeout_ms <= self.heartbeat_interval_ms {
+            return Err(invalid(
+                "idle_timeout_ms",
+                "must exceed heartbeat_interval_ms (a live peer needs time to answer the ping)",
+            ));
+        }
+        if self.drain_window_ms > self.drain_timeout_ms {
+            return Err(invalid(
+                "drain_window_ms",
+                "must not exceed drain_timeout_ms",
+            ));
+        }
+        if self.send_queue_bytes_max < self.limits.frame_bytes_max {
+            return Err(invalid(
+                "send_queue_bytes_max",
+                "must hold at least one frame of limits.frame_bytes_max",
+            ));
+        }
+        if self.handshake_bytes_max < 1024 {
+            return Err(invalid("handshake_bytes_max", "must be at least 1024"));
+        }
+        if self.jwt_secret_file.is_some() && self.jwt_public_key_file.is_some() {
+            return Err(invalid(
+                "jwt_public_key_file",
+                "set either jwt_secret_file or jwt_public_key_file, not both",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Executors to run: `cores`, or every online CPU when 0.
+    pub fn executor_count(&self) -> usize {
+        if self.cores == 0 {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        } else {
+            self.cores
+        }
+    }
+
+    /// The effective configuration as TOML, every default included.
+    pub fn to_toml(&self) -> String {
+        let mut out = toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+        if self.jwt_secret_file.is_none() && self.jwt_public_key_file.is_none() {
+            out.insert_str(
+                0,
+                "# jwt_secret_file and jwt_public_key_file are unset: a development HS256 secret \
+                 is used\n# (<data_dir>/dev-jwt.key). Production must set one of them.\n",
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Default)]
+    struct NoFlags {}
+
+    #[test]
+    fn defaults_are_valid_and_print_every_key() {
+        let config = load(None, &NoFlags::default()).expect("defaults load");
+        assert_eq!(config, Config::default());
+        let text = config.to_toml();
+        for key in [
+            "listen",
+            "ops_listen",
+            "data_dir",
+            "cores",
+            "idle_timeout_ms",
+            "[limits]",
+            "body_bytes_max",
+        ] {
+            assert!(text.contains(key), "{key} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn file_then_flags_override_defaults() {
+        #[derive(Serialize)]
+        struct Flags {
+            idle_timeout_ms: u64,
+        }
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("sb.toml");
+        std::fs::write(
+            &file,
+            "cores = 1\nidle_timeout_ms = 50000\n[limits]\nbody_bytes_max = 8192\n",
+        )
+        .expect("write");
+        let config = load(
+            Some(&file),
+            &Flags {
+                idle_timeout_ms: 95_000,
+            },
+        )
+        .expect("loads");
+        assert_eq!(
+            (
+                config.cores,
+                config.idle_timeout_ms,
+                config.limits.body_bytes_max
+            ),
+            (1, 95_000, 8192)
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("sb.toml");
+        for (text, key) in [
+            ("cores = -1", "cores"),
+            ("listen = \"nowhere\"", "listen"),
+            (
+                "idle_timeout_ms = 10\nheartbeat_interval_ms = 20",
+                "idle_timeout_ms",
+            ),
+            ("[limits]\nbody_bytes_max = 70000", "limits.body_bytes_max"),
+            ("surprise = 1", "surprise"),
+        ] {
+            std::fs::write(&file, text).expect("write");
+            let err = load(Some(&file), &NoFlags::default())
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! One WebSocket connection's task: the upgrade, then the frame loop until it closes.
+//!
+//! Owns the connection's socket and its inbound bytes. Memory: an idle connection holds its
+//! `Conn` (empty queue), a 32-byte read buffer and the socket, nothing more: inbound bytes are
+//! read into a small inline buffer while waiting, then drained with non-blocking reads into a
+//! stack buffer and kept only while a frame is incomplete; outbound frames are shared buffers.
+//! Invariants: every complete inbound message is answered or closes the connection with the
+//! right code; the task never blocks its thread; it unregisters itself on every exit path.
+
+use crate::core::{Close, Conn, Core};
+use crate::inbound::{Inbound, Message};
+use crate::outbound::{Flushed, Frame};
+use futures_lite::AsyncRead as _;
+use futures_lite::AsyncWrite as _;
+use glommio::net::TcpStream;
+use std::os::fd::{AsRawFd as _, BorrowedFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wire::ws::{self, close};
+
+/// Bytes read while waiting for a quiet connection to speak (a frame header fits).
+const WAIT_READ_BYTES: usize = 32;
+/// Bytes per non-blocking read once data is flowing (on the thread's stack, not the task's).
+const DRAIN_READ_BYTES: usize = 16 * 1024;
+/// How long a closing connection may take to receive its last frames.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Serves one accepted connection to the end.
+pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+    core.active.set(core.active.get() + 1);
+    // Boxed: the handshake's buffers are freed before the long-lived frame loop starts.
+    if let Some(upgraded) = Box::pin(crate::handshake::upgrade(&core, &mut stream)).await {
+        let (slot, conn) = core.register(upgraded.identity);
+        session(&core, &conn, &mut stream, upgraded.leftover).await;
+        core.unregister(slot);
+    }
+    core.active.set(core.active.get() - 1);
+}
+
+enum Event {
+    Read(usize),
+    Woken,
+    Gone,
+}
+
+async fn session(core: &Core, conn: &Conn, stream: &mut TcpStream, mut leftover: Vec<u8>) {
+    let mut inbound = Inbound::new(core.config.limits.frame_bytes_max);
+    if !leftover.is_empty() && !absorb(core, conn, &mut inbound, &mut leftover) {
+        return finish(core, conn, stream).await;
+    }
+    drop(leftover);
+    let mut wait_buf = [0u8; WAIT_READ_BYTES];
+    loop {
+        if conn.closing.get().is_some() {
+            return finish(core, conn, stream).await;
+        }
+        let event =
+            std::future::poll_fn(|cx| poll_event(cx, core, conn, stream, &mut wait_buf)).await;
+        match event {
+            Event::Gone | Event::Read(0) => return,
+            Event::Woken => {}
+            Event::Read(n) => {
+                if absorb(core, conn, &mut inbound, &mut wait_buf[..n])
+                    && !read_available(core, conn, stream, &mut inbound)
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Takes what else has arrived without waiting (into a buffer on the thread's stack, not the
+/// task's), bounded so one client cannot monopolize the core. False if the peer is gone.
+fn read_available(core: &Core, conn: &Conn, stream: &TcpStream, inbound: &mut Inbound) -> bool {
+    let mut buf = [0u8; DRAIN_READ_BYTES];
+    for _ in 0..4 {
+        if conn.closing.get().is_some() {
+            break;
+        }
+        match read_now(stream, &mut buf) {
+            Some(0) => return false,
+            Some(n) => {
+                if !absorb(core, conn, inbound, &mut buf[..n]) {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    true
+}
+
+/// Feeds received bytes to the frame parser and handles each complete message. False if the
+/// peer is gone (its close was answered) or the connection must close.
+fn absorb(core: &Core, conn: &Conn, inbound: &mut Inbound, bytes: &mut [u8]) -> bool {
+    core.metrics.bytes_in.inc_by(bytes.len() as u64);
+    conn.last_inbound_ms.set(core.now_ms());
+    conn.pinged.set(false);
+    let mut open = true;
+    let result = inbound.feed(bytes, |message| match message {
+        Message::Binary(payload) => {
+            core.metrics.frames_in.inc();
+            crate::dispatch::handle(core, conn, payload);
+        }
+        Message::Ping(payload) => {
+            let mut pong = Vec::with_capacity(payload.len() + 2);
+            ws::write_frame(&mut pong, ws::OPCODE_PONG, payload, None);
+            core.send(conn, Frame::Local(Rc::from(pong)));
+        }
+        Message::Close => {
+            conn.request_close(Close::new(close::NORMAL, "bye"));
+            open = false;
+        }
+    });
+    if let Err(close) = result {
+        conn.request_close(close);
+        return false;
+    }
+    open
+}
+
+/// One non-blocking read: `Some(n)` bytes (0 = peer closed), `None` if nothing is there.
+fn read_now(stream: &TcpStream, buf: &mut [u8]) -> Option<usize> {
+    match rustix::net::recv(fd(stream), buf, rustix::net::RecvFlags::DONTWAIT) {
+        Ok((n, _)) => Some(n),
+        Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR => None,
+        Err(_) => Some(0),
+    }
+}
+
+/// Polls everything a connection waits on at once: writing its queue, reading, being woken.
+fn poll_event(
+    cx: &mut Context<'_>,
+    core: &Core,
+    conn: &Conn,
+    stream: &mut TcpStream,
+    wait_buf: &mut [u8],
+) -> Poll<Event> {
+    if poll_flush(cx, core, conn, stream).is_err() {
+        return Poll::Ready(Event::Gone);
+    }
+    if conn.closing.get().is_some() {
+        return Poll::Ready(Event::Woken);
+    }
+    if let Poll::Ready(read) = Pin::new(&mut *stream).poll_read(cx, wait_buf) {
+        return Poll::Ready(read.map_or(Event::Gone, Event::Read));
+    }
+    if conn.wake.poll_take(cx).is_ready() {
+        return Poll::Ready(Event::Woken);
+    }
+    Poll::Pending
+}
+
+/// Writes the queue with vectored non-blocking sends; when the socket is full, registers for
+/// writability through Glommio (its `poll_write` of the front frame).
+fn poll_flush(
+    cx: &mut Context<'_>,
+    core: &Core,
+    conn: &Conn,
+    stream: &mut TcpStream,
+) -> std::io::Result<Flushed> {
+    let mut outbound = conn.outbound.borrow_mut();
+    loop {
+        if outbound.is_empty() {
+            return Ok(Flushed::All);
+        }
+        let (written, state) = outbound.flush(fd(stream))?;
+        core.metrics.bytes_out.inc_by(written as u64);
+        if state == Flushed::All {
+            return Ok(Flushed::All);
+        }
+        let front = outbound.front().expect("a blocked queue is not empty");
+        match Pin::new(&mut *stream).poll_write(cx, front) {
+            Poll::Ready(Ok(n)) => {
+                core.metrics.bytes_out.inc_by(n as u64);
+                outbound.advance(n);
+            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(Flushed::WouldBlock),
+        }
+    }
+}
+
+/// Sends the close frame after what is queued (a slow consumer's queue is dropped first),
+/// gives the peer `LINGER` to take it, and returns (the socket closes on drop).
+async fn finish(core: &Core, conn: &Conn, stream: &mut TcpStream) {
+    let Some(reason) = conn.closing.get() else {
+        return;
+    };
+    if reason.code == close::POLICY_VIOLATION {
+        conn.outbound.borrow_mut().clear();
+    }
+    let mut frame = Vec::with_capacity(2 + 2 + reason.reason.len());
+    ws::write_close(&mut frame, reason.code, reason.reason, None);
+    // The close frame goes in even over the limit: it is small and the last.
+    let _ = conn
+        .outbound
+        .borrow_mut()
+        .push(Frame::Local(Rc::from(frame)), usize::MAX);
+    core.metrics.close(reason.code);
+    let flushed = std::future::poll_fn(|cx| match poll_flush(cx, core, conn, stream) {
+        Ok(Flushed::All) | Err(_) => Poll::Ready(()),
+        Ok(Flushed::WouldBlock) => Poll::Pending,
+    });
+    let _ = glommio::timer::timeout(LINGER, async {
+        flushed.await;
+        Ok(())
+    })
+    .await;
+    let _ = stream.shutdown(std::net::Shutdown::Both).await;
+}
+
+/// The socket's descriptor, borrowed for a system call.
+#[allow(unsafe_code)]
+fn fd(stream: &TcpStream) -> BorrowedFd<'_> {
+    // SAFETY: `stream` owns the descriptor and outlives the returned borrow (its lifetime).
+    unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }
+}

@@ -1,0 +1,229 @@
+//! One core's state: its connections, its metrics, its encoder, its clock, and the tasks that
+//! look after all connections at once (heartbeats, idle timeouts, drain).
+//!
+//! Owns everything a core shares between its tasks, in `Cell`/`RefCell` (one thread only).
+//! Invariants: a connection is in `conns` exactly while its task runs past the upgrade;
+//! `active` counts every accepted connection still alive (handshaking or upgraded) and is what
+//! `connections_max` is checked against; no per-connection timer exists (one sweep per core).
+
+use crate::auth::{Authenticator, Identity};
+use crate::config::Config;
+use crate::metrics::CoreMetrics;
+use crate::outbound::{Frame, Outbound};
+use crate::signal::Signal;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use wire::ws::{self, close};
+
+/// A server ping with an empty payload (RFC 6455 control frame, unmasked).
+static PING: [u8; 2] = [0x80 | ws::OPCODE_PING, 0];
+
+/// A reason to close a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Close {
+    /// The WebSocket close code (`wire::ws::close`).
+    pub code: u16,
+    /// A short reason for the close frame.
+    pub reason: &'static str,
+}
+
+impl Close {
+    /// A close with `code` and `reason`.
+    pub const fn new(code: u16, reason: &'static str) -> Self {
+        Self { code, reason }
+    }
+}
+
+/// One upgraded connection, as the rest of the core sees it.
+pub struct Conn {
+    /// Who is connected.
+    pub identity: Identity,
+    /// Frames waiting to be written.
+    pub outbound: RefCell<Outbound>,
+    /// Wakes the connection's task (new outbound frames, a close request).
+    pub wake: Signal,
+    /// When bytes last arrived (ms on the core's clock).
+    pub last_inbound_ms: Cell<u64>,
+    /// A ping was sent since bytes last arrived.
+    pub pinged: Cell<bool>,
+    /// Set once the connection must close; the task sends the close frame and exits.
+    pub closing: Cell<Option<Close>>,
+}
+
+impl Conn {
+    /// Asks the connection's task to close with `close` (the first request wins).
+    pub fn request_close(&self, close: Close) {
+        if self.closing.get().is_none() {
+            self.closing.set(Some(close));
+        }
+        self.wake.raise();
+    }
+}
+
+/// A core.
+pub struct Core {
+    /// This core's index, `0..cores`.
+    pub index: usize,
+    /// The configuration (lives as long as the process).
+    pub config: &'static Config,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// This core's metric handles.
+    pub metrics: CoreMetrics,
+    /// A reusable encoder (frames are built one at a time on a core).
+    pub encoder: RefCell<wire::Encoder>,
+    /// Most live connections on this core: `connections_max` split evenly over cores.
+    pub active_max: usize,
+    /// Accepted connections still alive (handshaking or upgraded).
+    pub active: Cell<usize>,
+    /// Set when the process drains; the accept loop stops and new upgrades get 503.
+    pub draining: Cell<bool>,
+    /// Raised once when draining starts (the accept loop waits on it).
+    pub drain_started: Signal,
+    conns: RefCell<Vec<Option<Rc<Conn>>>>,
+    free: RefCell<Vec<usize>>,
+    epoch: Instant,
+}
+
+impl Core {
+    /// A core with no connections.
+    pub fn new(
+        index: usize,
+        config: &'static Config,
+        auth: Authenticator,
+        metrics: CoreMetrics,
+    ) -> Self {
+        let cores = config.executor_count();
+        Self {
+            index,
+            config,
+            auth,
+            metrics,
+            encoder: RefCell::new(wire::Encoder::new(&config.limits)),
+            active_max: config.connections_max.div_ceil(cores),
+            active: Cell::new(0),
+            draining: Cell::new(false),
+            drain_started: Signal::default(),
+            conns: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Milliseconds on this core's clock.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Registers an upgraded connection; returns its slot.
+    pub fn register(&self, identity: Identity) -> (usize, Rc<Conn>) {
+        let conn = Rc::new(Conn {
+            identity,
+            outbound: RefCell::new(Outbound::default()),
+            wake: Signal::default(),
+            last_inbound_ms: Cell::new(self.now_ms()),
+            pinged: Cell::new(false),
+            closing: Cell::new(None),
+        });
+        let mut conns = self.conns.borrow_mut();
+        let slot = if let Some(slot) = self.free.borrow_mut().pop() {
+            conns[slot] = Some(conn.clone());
+            slot
+        } else {
+            conns.push(Some(conn.clone()));
+            conns.len() - 1
+        };
+        self.metrics.connections_open.inc();
+        (slot, conn)
+    }
+
+    /// Removes a connection whose task is ending.
+    pub fn unregister(&self, slot: usize) {
+        let removed = self.conns.borrow_mut()[slot].take();
+        debug_assert!(removed.is_some(), "slot {slot} unregistered twice");
+        self.free.borrow_mut().push(slot);
+        self.metrics.connections_open.dec();
+    }
+
+    /// Upgraded connections now.
+    pub fn open(&self) -> usize {
+        self.conns.borrow().len() - self.free.borrow().len()
+    }
+
+    /// Queues `frame` for `conn`, or closes it as a slow consumer when its queue is full.
+    pub fn send(&self, conn: &Conn, frame: Frame) {
+        let pushed = conn
+            .outbound
+            .borrow_mut()
+            .push(frame, self.config.send_queue_bytes_max);
+        if pushed.is_err() {
+            self.metrics.queue_drops.inc();
+            conn.request_close(Close::new(close::POLICY_VIOLATION, "slow consumer"));
+            return;
+        }
+        self.metrics.frames_out.inc();
+        conn.wake.raise();
+    }
+
+    /// Pings connections silent for `heartbeat_interval_ms`, closes those silent for
+    /// `idle_timeout_ms`; runs until the core drains.
+    pub async fn sweep_forever(&self) {
+        let (beat, idle) = (
+            self.config.heartbeat_interval_ms,
+            self.config.idle_timeout_ms,
+        );
+        // Four sweeps per heartbeat interval bound the lateness of a ping to a quarter of it.
+        let tick = Duration::from_millis((beat / 4).clamp(10, 5_000));
+        while !self.draining.get() {
+            glommio::timer::sleep(tick).await;
+            let now = self.now_ms();
+            // `send` and `request_close` never touch `conns`, so the borrow is safe to hold.
+            for conn in self.conns.borrow().iter().flatten() {
+                let silent = now.saturating_sub(conn.last_inbound_ms.get());
+                if silent >= idle {
+                    conn.request_close(Close::new(close::IDLE_TIMEOUT, "idle timeout"));
+                } else if silent >= beat && !conn.pinged.get() {
+                    conn.pinged.set(true);
+                    self.send(conn, Frame::Static(&PING));
+                }
+            }
+        }
+    }
+
+    /// Starts the drain: stop accepting, send every client `GoAway` with a jittered reconnect
+    /// delay, then close each with 1001. Returns once every connection is gone or the drain
+    /// timeout passes.
+    pub async fn drain(&self) {
+        self.draining.set(true);
+        self.drain_started.raise();
+        let window = self.config.drain_window_ms.max(1);
+        for conn in self.conns.borrow().iter().flatten() {
+            let delay = rand::random_range(0..window);
+            let goaway = wire::ServerFrame::GoAway(wire::GoAway {
+                reconnect_after_ms: u32::try_from(delay).unwrap_or(u32::MAX),
+            });
+            if let Some(frame) = self.encode(&goaway) {
+                self.send(conn, frame);
+            }
+            conn.request_close(Close::new(close::GOING_AWAY, "server draining"));
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.config.drain_timeout_ms);
+        while self.active.get() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Encodes a server frame as a complete WebSocket frame, ready to share.
+    pub fn encode(&self, frame: &wire::ServerFrame<'_>) -> Option<Frame> {
+        let mut out = Vec::new();
+        match self.encoder.borrow_mut().encode_ws(frame, &mut out) {
+            Ok(()) => Some(Frame::Local(Rc::from(out))),
+            Err(e) => {
+                // Our own frames are bounded by the limits; this is a bug, not input.
+                tracing::error!(error = %e, "cannot encode a server frame");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! switchboard's gateway: the chat connection tier (thread-per-core io_uring WebSocket server).
+//!
+//! Layout: `config` (file/env/flags), `server` (startup, cores, drain), `listener` (sockets,
+//! accept loop), `handshake` (HTTP upgrade, auth), `auth` (JWT), `conn` (a connection's task),
+//! `inbound` (WebSocket frame parsing), `outbound` (bounded, shared, vectored send queue),
+//! `dispatch` (answering requests), `core` (per-core state, heartbeats, drain), `signal` (task
+//! wake-ups), `metrics`, `ops` (HTTP endpoints). The binary `switchboard` (`main.rs`) is a thin
+//! CLI over [`server::serve`]. This is the only crate that binds a socket.
+
+pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod core;
+pub mod dispatch;
+pub mod handshake;
+pub mod inbound;
+pub mod listener;
+pub mod metrics;
+pub mod ops;
+pub mod outbound;
+pub mod server;
+pub mod signal;

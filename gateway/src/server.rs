@@ -1,0 +1,191 @@
+//! Starting and stopping the gateway: the data directory lock, the listeners, one pinned Glommio
+//! executor per core, the `ready` line, and the drain on SIGTERM/SIGINT.
+//!
+//! Owns process-wide startup and shutdown. Invariants: `ready ws=… ops=…` is printed exactly
+//! once, after every core accepts; two servers never share a data directory or a listen
+//! address; after a drain signal the process exits 0 within `drain_timeout_ms` (plus a margin);
+//! a second signal exits at once.
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::core::Core;
+use crate::metrics::Metrics;
+use anyhow::Context as _;
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd as _, IntoRawFd as _};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+/// How often each core looks at the drain flag the signal thread sets.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// How long the cores may take to start accepting.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// IO memory per executor: the gateway does no direct file IO, so Glommio's 10 MiB default
+/// would only add to the footprint.
+const IO_MEMORY_BYTES: usize = 1 << 20;
+
+/// What each core's startup takes (handed out once, by core index).
+struct Startup {
+    config: &'static Config,
+    auth: Authenticator,
+    metrics: Arc<Metrics>,
+    draining: Arc<AtomicBool>,
+    sockets: Mutex<Vec<Option<socket2::Socket>>>,
+    ops: Mutex<Option<std::net::TcpListener>>,
+    next_index: AtomicUsize,
+    ready: Mutex<mpsc::Sender<usize>>,
+}
+
+/// Runs the gateway until it has drained.
+///
+/// # Errors
+/// Anything that stops it from starting: the data dir, a key, an address in use.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    let config: &'static Config = Box::leak(Box::new(config));
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    let _lock = lock_data_dir(config)?;
+    let auth = Authenticator::from_config(config)?;
+    let cores = config.executor_count();
+    let sockets = crate::listener::bind_reuseport(config.listen, cores, config.accept_backlog)?;
+    let ws_addr = local_addr(&sockets[0])?;
+    let ops = std::net::TcpListener::bind(config.ops_listen).with_context(|| {
+        format!(
+            "cannot listen on ops_listen {}: address in use?",
+            config.ops_listen
+        )
+    })?;
+    let ops_addr = ops.local_addr()?;
+    let draining = Arc::new(AtomicBool::new(false));
+    watch_signals(draining.clone())?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let startup = Arc::new(Startup {
+        config,
+        auth,
+        metrics: Arc::new(Metrics::new()),
+        draining,
+        sockets: Mutex::new(sockets.into_iter().map(Some).collect()),
+        ops: Mutex::new(Some(ops)),
+        next_index: AtomicUsize::new(0),
+        ready: Mutex::new(ready_tx),
+    });
+    let pool =
+        LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, CpuSet::online().ok()))
+            .name("switchboard")
+            .io_memory(IO_MEMORY_BYTES)
+            .on_all_shards(move || run_core(startup))
+            .map_err(|e| anyhow::anyhow!("starting executors: {e}"))?;
+    for _ in 0..cores {
+        ready_rx
+            .recv_timeout(START_TIMEOUT)
+            .context("a core did not start")?;
+    }
+    tracing::info!(%ws_addr, %ops_addr, cores, "accepting");
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ready ws={ws_addr} ops={ops_addr}")?;
+    stdout.flush()?;
+    drop(stdout);
+    for result in pool.join_all() {
+        result.map_err(|e| anyhow::anyhow!("a core failed: {e}"))?;
+    }
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+/// One core: accept, sweep, (core 0) serve ops; then drain when told.
+async fn run_core(startup: Arc<Startup>) {
+    let index = startup.next_index.fetch_add(1, Ordering::Relaxed);
+    let socket = lock(&startup.sockets)[index]
+        .take()
+        .expect("one socket per core");
+    let core = Rc::new(Core::new(
+        index,
+        startup.config,
+        startup.auth.clone(),
+        startup.metrics.core(index),
+    ));
+    glommio::spawn_local(crate::listener::accept_loop(
+        core.clone(),
+        crate::listener::into_glommio(socket),
+    ))
+    .detach();
+    let sweeper = core.clone();
+    glommio::spawn_local(async move { sweeper.sweep_forever().await }).detach();
+    if let Some(ops) = lock(&startup.ops).take() {
+        let listener = ops_listener(ops);
+        glommio::spawn_local(crate::ops::serve(
+            listener,
+            startup.metrics.clone(),
+            startup.draining.clone(),
+        ))
+        .detach();
+    }
+    let _ = lock(&startup.ready).send(index);
+    while !startup.draining.load(Ordering::Relaxed) {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+    core.drain().await;
+}
+
+#[allow(unsafe_code)]
+fn ops_listener(listener: std::net::TcpListener) -> glommio::net::TcpListener {
+    // SAFETY: `into_raw_fd` gives up ownership of a valid listening socket; the listener takes it.
+    unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Startup state: a poisoned lock means another core panicked, and the process aborts anyway.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn local_addr(socket: &socket2::Socket) -> anyhow::Result<SocketAddr> {
+    socket
+        .local_addr()?
+        .as_socket()
+        .context("listener has an IP address")
+}
+
+/// SIGTERM/SIGINT start the drain; a second one exits at once.
+fn watch_signals(draining: Arc<AtomicBool>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if draining.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(signal, "second signal: exiting without finishing the drain");
+                    std::process::exit(1);
+                }
+                tracing::info!(signal, "draining");
+            }
+        })?;
+    Ok(())
+}
+
+/// An exclusive lock on `<data_dir>/LOCK` for the life of the process.
+fn lock_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
+    let path = config.data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            anyhow::anyhow!(
+                "data_dir {} is in use by another switchboard",
+                config.data_dir.display()
+            )
+        },
+    )?;
+    Ok(file)
+}
