@@ -272,18 +272,36 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let public = dir.path().join("ed25519.pub.pem");
         std::fs::write(&public, ED25519_PUBLIC).expect("write key");
-        let config = Config { jwt_public_key_file: Some(public), ..config(dir.path()) };
+        let config = Config {
+            jwt_public_key_file: Some(public),
+            ..config(dir.path())
+        };
         let auth = Authenticator::from_config(&config).expect("auth");
-        let claims = Claims { sub: IdClaim::Text("42".into()), dev: IdClaim::Text("7".into()), exp: u64::MAX / 2 };
+        let claims = Claims {
+            sub: IdClaim::Text("42".into()),
+            dev: IdClaim::Text("7".into()),
+            exp: u64::MAX / 2,
+        };
         let key = EncodingKey::from_ed_pem(ED25519_PRIVATE.as_bytes()).expect("private key");
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).expect("encode");
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).expect("encode");
         let (user, device) = ids();
         assert_eq!(auth.verify(&token), Ok(Identity { user, device }));
         // An HS256 token is not accepted by an EdDSA configuration, and no dev key is created.
-        let hs = jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(&[7; 32]));
-        assert_eq!(auth.verify(&hs.expect("encode")), Err(AuthFailure::Malformed));
+        let hs = jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(&[7; 32]),
+        );
+        assert_eq!(
+            auth.verify(&hs.expect("encode")),
+            Err(AuthFailure::Malformed)
+        );
         assert!(!dir.path().join(DEV_KEY_FILE).exists());
-        assert!(mint(&config, user, device, 60).is_err(), "no secret to mint with");
+        assert!(
+            mint(&config, user, device, 60).is_err(),
+            "no secret to mint with"
+        );
     }
 
     #[test]

@@ -152,7 +152,11 @@ impl Core {
     }
 
     /// Queues `frame` for `conn`, or closes it as a slow consumer when its queue is full.
+    /// A connection that is closing takes nothing more (its close frame is queued last).
     pub fn send(&self, conn: &Conn, frame: Frame) {
+        if conn.closing.get().is_some() {
+            return;
+        }
         let pushed = conn
             .outbound
             .borrow_mut()

@@ -9,6 +9,10 @@ use wire::{ErrorCode, Payload, Request, RequestResult, ServerFrame};
 
 /// Answers one binary message (a `ClientFrame`) from `conn`.
 pub fn handle(core: &Core, conn: &Conn, payload: &[u8]) {
+    if conn.closing.get().is_some() {
+        // Requests behind a close (e.g. a slow consumer's backlog) are not answered.
+        return;
+    }
     let (request_id, error_code, reason) = match wire::decode_client(payload, &core.config.limits) {
         Ok(frame) => (
             frame.request_id,
