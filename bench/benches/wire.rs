@@ -79,7 +79,10 @@ fn wire_benches(c: &mut Criterion) {
         ignore_missing_null_terminator: false,
     };
     g.bench_function("verify_only_send_message_100b", |b| {
-        b.iter(|| flatbuffers::root_with_opts::<wire::fb::ClientFrame>(&opts, black_box(&bytes)).map(|f| f.request_id()));
+        b.iter(|| {
+            flatbuffers::root_with_opts::<wire::fb::ClientFrame>(&opts, black_box(&bytes))
+                .map(|f| f.request_id())
+        });
     });
 
     let mut out = Vec::with_capacity(512);
