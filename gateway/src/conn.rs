@@ -219,3 +219,33 @@ fn fd(stream: &TcpStream) -> BorrowedFd<'_> {
     // SAFETY: `stream` owns the descriptor and outlives the returned borrow (its lifetime).
     unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Authenticator;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+
+    /// The per-connection task is part of every idle connection's memory: keep it small (the
+    /// handshake's buffers are boxed and freed; the frame loop keeps only small state).
+    #[test]
+    fn a_connection_task_stays_small() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config: &'static Config = Box::leak(Box::new(Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        }));
+        let auth = Authenticator::from_config(config).expect("auth");
+        let size = glommio::LocalExecutor::default().run(async move {
+            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let _client = std::net::TcpStream::connect(addr).expect("connect");
+            let stream = listener.accept().await.expect("accept");
+            let core = Rc::new(Core::new(0, config, auth, Metrics::new().core(0)));
+            std::mem::size_of_val(&serve(core, stream))
+        });
+        assert!(size <= 1024, "connection task is {size} bytes");
+        eprintln!("connection task: {size} bytes");
+    }
+}
