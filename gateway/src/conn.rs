@@ -27,16 +27,16 @@ const DRAIN_READ_BYTES: usize = 16 * 1024;
 /// How long a closing connection may take to receive its last frames.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// Serves one accepted connection to the end.
+/// Serves one accepted connection to the end; it was admitted ([`Core::admit`]) and is
+/// released here.
 pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
-    core.active.set(core.active.get() + 1);
     // Boxed: the handshake's buffers are freed before the long-lived frame loop starts.
     if let Some(upgraded) = Box::pin(crate::handshake::upgrade(&core, &mut stream)).await {
         let (slot, conn) = core.register(upgraded.identity);
         session(&core, &conn, &mut stream, upgraded.leftover).await;
         core.unregister(slot);
     }
-    core.active.set(core.active.get() - 1);
+    core.release();
 }
 
 enum Event {
@@ -242,7 +242,8 @@ mod tests {
             let addr = listener.local_addr().expect("addr");
             let _client = std::net::TcpStream::connect(addr).expect("connect");
             let stream = listener.accept().await.expect("accept");
-            let core = Rc::new(Core::new(0, config, auth, Metrics::new().core(0)));
+            let process = std::sync::Arc::default();
+            let core = Rc::new(Core::new(0, config, auth, Metrics::new().core(0), process));
             std::mem::size_of_val(&serve(core, stream))
         });
         assert!(size <= 1024, "connection task is {size} bytes");

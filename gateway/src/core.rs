@@ -3,8 +3,9 @@
 //!
 //! Owns everything a core shares between its tasks, in `Cell`/`RefCell` (one thread only).
 //! Invariants: a connection is in `conns` exactly while its task runs past the upgrade;
-//! `active` counts every accepted connection still alive (handshaking or upgraded) and is what
-//! `connections_max` is checked against; no per-connection timer exists (one sweep per core).
+//! `active` counts this core's accepted connections still alive (handshaking or upgraded);
+//! `Process::connections` counts them over all cores and never exceeds `connections_max`; no
+//! per-connection timer exists (one sweep per core).
 
 use crate::auth::{Authenticator, Identity};
 use crate::config::Config;
@@ -13,6 +14,8 @@ use crate::outbound::{Frame, Outbound};
 use crate::signal::Signal;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wire::ws::{self, close};
 
@@ -61,6 +64,16 @@ impl Conn {
     }
 }
 
+/// What all cores share: two atomics, touched once per connection or once per drain, never
+/// per message.
+#[derive(Default)]
+pub struct Process {
+    /// Set by the signal thread when the drain starts; read by every core and `/readyz`.
+    pub draining: AtomicBool,
+    /// Accepted connections alive in the whole process (for `connections_max`).
+    pub connections: AtomicUsize,
+}
+
 /// A core.
 pub struct Core {
     /// This core's index, `0..cores`.
@@ -73,13 +86,11 @@ pub struct Core {
     pub metrics: CoreMetrics,
     /// A reusable encoder (frames are built one at a time on a core).
     pub encoder: RefCell<wire::Encoder>,
-    /// Most live connections on this core: `connections_max` split evenly over cores.
-    pub active_max: usize,
-    /// Accepted connections still alive (handshaking or upgraded).
+    /// State shared by every core.
+    pub process: Arc<Process>,
+    /// This core's accepted connections still alive (handshaking or upgraded).
     pub active: Cell<usize>,
-    /// Set when the process drains; the accept loop stops and new upgrades get 503.
-    pub draining: Cell<bool>,
-    /// Raised once when draining starts (the accept loop waits on it).
+    /// Raised once when this core starts draining (the accept loop waits on it).
     pub drain_started: Signal,
     conns: RefCell<Vec<Option<Rc<Conn>>>>,
     free: RefCell<Vec<usize>>,
@@ -93,22 +104,44 @@ impl Core {
         config: &'static Config,
         auth: Authenticator,
         metrics: CoreMetrics,
+        process: Arc<Process>,
     ) -> Self {
-        let cores = config.executor_count();
         Self {
             index,
             config,
             auth,
             metrics,
             encoder: RefCell::new(wire::Encoder::new(&config.limits)),
-            active_max: config.connections_max.div_ceil(cores),
+            process,
             active: Cell::new(0),
-            draining: Cell::new(false),
             drain_started: Signal::default(),
             conns: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             epoch: Instant::now(),
         }
+    }
+
+    /// Whether the process is draining (no new upgrades; connections get `GoAway`).
+    pub fn draining(&self) -> bool {
+        self.process.draining.load(Ordering::Relaxed)
+    }
+
+    /// Counts an accepted connection against `connections_max`; false (and nothing counted)
+    /// if the process is full. Every `true` is paired with one [`Core::release`].
+    pub fn admit(&self) -> bool {
+        let before = self.process.connections.fetch_add(1, Ordering::Relaxed);
+        if before >= self.config.connections_max {
+            self.process.connections.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        self.active.set(self.active.get() + 1);
+        true
+    }
+
+    /// An admitted connection has ended.
+    pub fn release(&self) {
+        self.active.set(self.active.get() - 1);
+        self.process.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Milliseconds on this core's clock.
@@ -179,7 +212,7 @@ impl Core {
         );
         // Four sweeps per heartbeat interval bound the lateness of a ping to a quarter of it.
         let tick = Duration::from_millis((beat / 4).clamp(10, 5_000));
-        while !self.draining.get() {
+        while !self.draining() {
             glommio::timer::sleep(tick).await;
             let now = self.now_ms();
             // `send` and `request_close` never touch `conns`, so the borrow is safe to hold.
@@ -199,7 +232,6 @@ impl Core {
     /// delay, then close each with 1001. Returns once every connection is gone or the drain
     /// timeout passes.
     pub async fn drain(&self) {
-        self.draining.set(true);
         self.drain_started.raise();
         let window = self.config.drain_window_ms.max(1);
         for conn in self.conns.borrow().iter().flatten() {

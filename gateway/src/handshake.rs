@@ -21,6 +21,10 @@ use tungstenite::http::{self, Request, Response, StatusCode};
 const HEADERS_MAX: usize = 32;
 /// Bytes read per system call while the request arrives.
 const READ_CHUNK_BYTES: usize = 1024;
+/// How long a refused client may take to close its side.
+const LINGER: Duration = Duration::from_secs(1);
+/// Most reads (of `READ_CHUNK_BYTES`) discarded from a refused client.
+const LINGER_READS_MAX: usize = 16;
 
 /// The outcome of a handshake that succeeded.
 pub struct Upgraded {
@@ -49,7 +53,10 @@ pub async fn upgrade(core: &Core, stream: &mut TcpStream) -> Option<Upgraded> {
     let mut out = Vec::with_capacity(256);
     tungstenite::handshake::server::write_response(&mut out, response).ok()?;
     stream.write_all(&out).await.ok()?;
-    let (identity, _) = outcome.ok()?;
+    let Ok((identity, _)) = outcome else {
+        close_gently(stream).await;
+        return None;
+    };
     Some(Upgraded {
         identity,
         leftover: bytes[consumed..].to_vec(),
@@ -87,7 +94,7 @@ fn answer(core: &Core, head: &[u8]) -> Result<(Identity, Response<()>), Response
         core.metrics.refused(Refusal::NotFound);
         return Err(status(StatusCode::NOT_FOUND));
     }
-    if core.draining.get() {
+    if core.draining() {
         core.metrics.refused(Refusal::Draining);
         return Err(status(StatusCode::SERVICE_UNAVAILABLE));
     }
@@ -176,6 +183,24 @@ pub async fn refuse_busy(core: &Core, mut stream: TcpStream) {
     {
         let _ = stream.write_all(&out).await;
     }
+    close_gently(&mut stream).await;
+}
+
+/// Closes after a refusal without a reset: closing a socket with unread input makes the kernel
+/// send RST, which can destroy the response before the client reads it. So: half-close, then
+/// read and discard (bounded in bytes and time) until the client closes its side.
+async fn close_gently(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let _ = glommio::timer::timeout(LINGER, async {
+        let mut sink = [0u8; READ_CHUNK_BYTES];
+        for _ in 0..LINGER_READS_MAX {
+            if stream.read(&mut sink).await.unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        Ok(())
+    })
+    .await;
 }
 
 #[cfg(test)]

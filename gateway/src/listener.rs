@@ -3,7 +3,7 @@
 //! Owns binding (one `SO_REUSEPORT` socket per core, built with socket2 so the backlog is ours
 //! and a second server on the same address is refused) and accepting (which survives running
 //! out of descriptors). Invariants: the accept loop never ends because of an accept error, only
-//! because the core drains; a connection over the core's share of `connections_max` gets 503.
+//! because the core drains; a connection over `connections_max` (process-wide) gets 503.
 
 use crate::core::Core;
 use crate::metrics::AcceptError;
@@ -79,14 +79,14 @@ pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
                 backoff = BACKOFF_MIN;
                 core.metrics.accepts.inc();
                 let _ = stream.set_nodelay(true);
-                if core.active.get() >= core.active_max {
+                if core.admit() {
+                    glommio::spawn_local(crate::conn::serve(core.clone(), stream)).detach();
+                } else {
                     let core = core.clone();
                     glommio::spawn_local(async move {
                         crate::handshake::refuse_busy(&core, stream).await;
                     })
                     .detach();
-                } else {
-                    glommio::spawn_local(crate::conn::serve(core.clone(), stream)).detach();
                 }
             }
             Err(e) => {

@@ -4,6 +4,7 @@
 //! adapter. Runs on core 0 only; it reads shared atomics and never touches another core's
 //! state. Invariant: `/readyz` answers 503 from the moment a drain starts.
 
+use crate::core::Process;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite};
@@ -23,17 +24,17 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_CHUNK_BYTES: usize = 4096;
 
 /// Serves the ops endpoints forever.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, draining: Arc<AtomicBool>) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, process: Arc<Process>) {
     loop {
         let Ok(stream) = listener.accept().await else {
             // Out of descriptors: the WebSocket accept loops count it; just retry later.
             glommio::timer::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (metrics, draining) = (metrics.clone(), draining.clone());
+        let (metrics, process) = (metrics.clone(), process.clone());
         glommio::spawn_local(async move {
             let service = hyper::service::service_fn(move |req| {
-                let response = route(&req, &metrics, &draining);
+                let response = route(&req, &metrics, &process.draining);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let conn =

@@ -8,7 +8,7 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::core::Core;
+use crate::core::{Core, Process};
 use crate::metrics::Metrics;
 use anyhow::Context as _;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
@@ -16,7 +16,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd as _, IntoRawFd as _};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ struct Startup {
     config: &'static Config,
     auth: Authenticator,
     metrics: Arc<Metrics>,
-    draining: Arc<AtomicBool>,
+    process: Arc<Process>,
     sockets: Mutex<Vec<Option<socket2::Socket>>>,
     ops: Mutex<Option<std::net::TcpListener>>,
     next_index: AtomicUsize,
@@ -60,14 +60,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let ops_addr = ops.local_addr()?;
-    let draining = Arc::new(AtomicBool::new(false));
-    watch_signals(draining.clone())?;
+    let process = Arc::new(Process::default());
+    watch_signals(process.clone())?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let startup = Arc::new(Startup {
         config,
         auth,
         metrics: Arc::new(Metrics::new()),
-        draining,
+        process,
         sockets: Mutex::new(sockets.into_iter().map(Some).collect()),
         ops: Mutex::new(Some(ops)),
         next_index: AtomicUsize::new(0),
@@ -107,6 +107,7 @@ async fn run_core(startup: Arc<Startup>) {
         startup.config,
         startup.auth.clone(),
         startup.metrics.core(index),
+        startup.process.clone(),
     ));
     glommio::spawn_local(crate::listener::accept_loop(
         core.clone(),
@@ -120,12 +121,12 @@ async fn run_core(startup: Arc<Startup>) {
         glommio::spawn_local(crate::ops::serve(
             listener,
             startup.metrics.clone(),
-            startup.draining.clone(),
+            startup.process.clone(),
         ))
         .detach();
     }
     let _ = lock(&startup.ready).send(index);
-    while !startup.draining.load(Ordering::Relaxed) {
+    while !core.draining() {
         glommio::timer::sleep(DRAIN_POLL).await;
     }
     core.drain().await;
@@ -152,7 +153,7 @@ fn local_addr(socket: &socket2::Socket) -> anyhow::Result<SocketAddr> {
 }
 
 /// SIGTERM/SIGINT start the drain; a second one exits at once.
-fn watch_signals(draining: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn watch_signals(process: Arc<Process>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .context("installing signal handlers")?;
@@ -160,7 +161,7 @@ fn watch_signals(draining: Arc<AtomicBool>) -> anyhow::Result<()> {
         .name("signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                if draining.swap(true, Ordering::Relaxed) {
+                if process.draining.swap(true, Ordering::Relaxed) {
                     tracing::warn!(signal, "second signal: exiting without finishing the drain");
                     std::process::exit(1);
                 }

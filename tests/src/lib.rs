@@ -1,8 +1,12 @@
 //! Shared helpers for switchboard's end-to-end tests in `tests/tests/`.
 //!
-//! The tests here drive real parts: the real `switchboard` binary over real sockets, a real
-//! `redis-server`, the real store on disk, and independent clients (Python generated from the
-//! same schema). `scripts/test` prepares what they need (the `.venv` with pinned packages).
+//! The tests here drive real parts: the real `switchboard` binary over real sockets, and
+//! independent clients (Python `websockets` and code generated from the same schema).
+//! `scripts/test` prepares what they need (the binaries, the `.venv` with pinned packages).
+//!
+//! Layout: [`gateway`] (start/stop a real gateway), [`token`], [`http`] (ops endpoints),
+//! [`prom`] (a strict Prometheus text parser), [`ws`] (a raw WebSocket client that can also
+//! break the rules). Every wait has a deadline, so no test hangs.
 
 use std::path::PathBuf;
 
@@ -30,3 +34,9 @@ pub fn python() -> PathBuf {
     );
     venv
 }
+
+pub mod gateway;
+pub mod http;
+pub mod prom;
+pub mod token;
+pub mod ws;

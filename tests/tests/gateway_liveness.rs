@@ -1,0 +1,122 @@
+//! Proves the gateway's heartbeats (docs/PROTOCOL.md §1 "Liveness"), with a real gateway set to
+//! `--heartbeat-interval-ms 200 --idle-timeout-ms 1000`: after inbound silence it pings; a client
+//! that never answers is closed with 4000 once the idle timeout passes (not before), then the TCP
+//! connection ends; a client that answers pings, or one that keeps sending requests, stays open
+//! well past the idle timeout and keeps working.
+
+use std::time::{Duration, Instant};
+
+use switchboard_tests::gateway::{Gateway, IO_TIMEOUT};
+use switchboard_tests::ws::{Closed, Incoming, WsClient, op};
+use wire::ws::close;
+use wire::{ClientFrame, Request, SetPresence};
+
+const HEARTBEAT_MS: u64 = 200;
+const IDLE_MS: u64 = 1000;
+
+fn gateway() -> Gateway {
+    Gateway::builder()
+        .flag("--heartbeat-interval-ms", HEARTBEAT_MS)
+        .flag("--idle-timeout-ms", IDLE_MS)
+        .start()
+}
+
+fn request(client: &mut WsClient, request_id: u64) {
+    let frame = ClientFrame {
+        request_id,
+        request: Request::SetPresence(SetPresence { online: true }),
+    };
+    let (id, code, reason) = client.request(&frame, IO_TIMEOUT);
+    assert_eq!(id, request_id, "{code:?} {reason}");
+}
+
+#[test]
+fn a_client_that_never_answers_pings_is_closed_with_4000() {
+    let gw = gateway();
+    let mut client = gw.connect(1, 1);
+    let silent_since = Instant::now();
+    let mut pings = Vec::new();
+    let closed_at = loop {
+        match client.recv(Duration::from_secs(5)) {
+            Ok(Incoming::Frame(f)) if f.opcode == op::PING => pings.push(silent_since.elapsed()),
+            Ok(Incoming::Frame(f)) if f.opcode == op::CLOSE => {
+                assert_eq!(f.close_code(), Some(close::IDLE_TIMEOUT), "{f:?}");
+                break silent_since.elapsed();
+            }
+            other => panic!("expected pings then close 4000, got {other:?} after {pings:?}"),
+        }
+    };
+    assert!(
+        !pings.is_empty(),
+        "closed after {closed_at:?} without a ping first"
+    );
+    let first = pings[0];
+    assert!(
+        first >= Duration::from_millis(HEARTBEAT_MS / 2),
+        "first ping after {first:?} of silence, heartbeat {HEARTBEAT_MS} ms"
+    );
+    assert!(
+        closed_at >= Duration::from_millis(IDLE_MS * 8 / 10),
+        "closed after {closed_at:?} of silence, idle timeout {IDLE_MS} ms"
+    );
+    assert!(
+        closed_at <= Duration::from_millis(IDLE_MS * 3),
+        "closed only after {closed_at:?}"
+    );
+    match client.expect_close(IO_TIMEOUT) {
+        Ok((Closed::Eof | Closed::Error(_), _)) => {}
+        other => panic!("the TCP connection did not end after close 4000: {other:?}"),
+    }
+}
+
+#[test]
+fn a_client_that_answers_pings_stays_open() {
+    let gw = gateway();
+    let mut client = gw.connect(1, 1);
+    let start = Instant::now();
+    let stay = Duration::from_millis(IDLE_MS * 3);
+    let mut pings = 0;
+    while start.elapsed() < stay {
+        match client.recv(stay.saturating_sub(start.elapsed())) {
+            Ok(Incoming::Frame(f)) if f.opcode == op::PING => {
+                pings += 1;
+                client
+                    .send_frame(true, op::PONG, true, &f.payload)
+                    .expect("pong");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+            other => panic!("after {:?} and {pings} pings: {other:?}", start.elapsed()),
+        }
+    }
+    assert!(
+        pings >= 3,
+        "{pings} pings in {stay:?} with a {HEARTBEAT_MS} ms heartbeat"
+    );
+    request(&mut client, 1);
+}
+
+#[test]
+fn a_client_that_keeps_sending_is_not_idle() {
+    let gw = gateway();
+    let mut client = gw.connect(1, 1);
+    let start = Instant::now();
+    let mut n = 0;
+    // Requests every 300 ms, never a pong: inbound traffic is not silence.
+    while start.elapsed() < Duration::from_millis(IDLE_MS * 3) {
+        n += 1;
+        let frame = ClientFrame {
+            request_id: n,
+            request: Request::SetPresence(SetPresence { online: true }),
+        };
+        client.send_request(&frame).expect("send");
+        let deadline = Instant::now() + Duration::from_millis(300);
+        loop {
+            match client.recv(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Incoming::Frame(f)) if f.opcode == op::PING || f.opcode == op::BINARY => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+                other => panic!("after {:?}: {other:?}", start.elapsed()),
+            }
+        }
+    }
+    request(&mut client, u64::MAX);
+}

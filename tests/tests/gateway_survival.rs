@@ -1,0 +1,316 @@
+//! Proves the gateway survives hostile or unlucky conditions with a real process and real
+//! sockets: a slow consumer (small `SO_RCVBUF`, never reads, keeps asking) is closed (1008 or a
+//! plain TCP close), its queue is freed (RSS does not grow without bound, a queue drop is
+//! counted) and others keep working; at the fd limit (`ulimit -n 256`) accepts stop, the
+//! `emfile` accept error is counted, and accepts resume once fds are free; a client that sends
+//! nothing, half a request, or a request one byte at a time is cut off after
+//! `handshake_timeout_ms`; over `connections_max` an upgrade is HTTP 503; a second gateway on a
+//! taken address exits non-zero at once, naming the address.
+
+use std::io::{self, Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+use switchboard_tests::gateway::{Gateway, IO_TIMEOUT};
+use switchboard_tests::ws::{self, Closed, Handshake, WsClient};
+use wire::ws::close;
+use wire::{ClientFrame, Request, SetPresence};
+
+/// RSS may grow this much while a slow consumer is handled, and no more.
+const RSS_GROWTH_MAX_BYTES: f64 = 64.0 * 1024.0 * 1024.0;
+
+fn request(client: &mut WsClient, request_id: u64) {
+    let frame = ClientFrame {
+        request_id,
+        request: Request::SetPresence(SetPresence { online: true }),
+    };
+    let (id, code, reason) = client.request(&frame, IO_TIMEOUT);
+    assert_eq!(id, request_id, "{code:?} {reason}");
+}
+
+fn rss(gw: &Gateway) -> f64 {
+    let m = gw.metrics();
+    let rss = m.sum("process_resident_memory_bytes");
+    assert!(
+        rss > 0.0,
+        "process_resident_memory_bytes: {}",
+        m.show("process_resident_memory_bytes")
+    );
+    rss
+}
+
+/// A client whose socket buffers are as small as the kernel allows.
+fn small_buffer_client(gw: &Gateway) -> WsClient {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket
+        .connect_timeout(&gw.ws.into(), IO_TIMEOUT)
+        .expect("connect");
+    let auth = format!("Bearer {}", gw.sign(1, 1));
+    match ws::handshake_on(
+        socket.into(),
+        "/ws",
+        &[("Authorization", &auth)],
+        IO_TIMEOUT,
+    ) {
+        Ok(Handshake::Upgraded(c)) => c,
+        other => panic!("upgrade: {other:?}"),
+    }
+}
+
+#[test]
+fn a_slow_consumer_is_closed_and_its_queue_freed() {
+    let gw = Gateway::builder()
+        .flag("--send-queue-bytes-max", 65_536)
+        .start();
+    let mut warm = gw.connect(2, 1);
+    request(&mut warm, 1);
+    let before = rss(&gw);
+
+    let mut slow = small_buffer_client(&gw);
+    // 1-byte garbage messages: 7 bytes in, a ~60-byte `Result{0, Malformed}` out, so the
+    // answers pile up ~10x faster than we write. We never read.
+    let one = ws::encode_frame(true, 0, ws::op::BINARY, Some(ws::random_bytes()), b"?");
+    let batch: Vec<u8> = one.repeat(10_000);
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    let write_error = loop {
+        match slow.write_raw(&batch) {
+            Ok(()) => sent += 10_000,
+            Err(e) => break e,
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the gateway still reads from a client that has not read {sent} answers"
+        );
+    };
+    assert!(
+        !matches!(
+            write_error.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+        "the gateway stopped reading from a slow consumer after {sent} requests but did not \
+         close it: {write_error}"
+    );
+    // Whatever arrived before the end: answers, then a 1008 close frame or nothing.
+    let (closed, skipped) = slow
+        .expect_close(Duration::from_secs(10))
+        .expect("the slow consumer's connection ends");
+    match closed {
+        Closed::Frame { code, .. } => assert_eq!(code, Some(close::POLICY_VIOLATION), "{closed:?}"),
+        Closed::Eof | Closed::Error(_) => {}
+    }
+    eprintln!(
+        "slow consumer: {sent} requests written, {} frames read back",
+        skipped.len()
+    );
+
+    let m = gw.metrics_until(IO_TIMEOUT, |m| m.sum("switchboard_queue_drops_total") > 0.0);
+    assert!(
+        m.sum("switchboard_queue_drops_total") > 0.0,
+        "no queue drop counted: {}",
+        m.show("switchboard_queue_drops_total")
+    );
+    let after = rss(&gw);
+    assert!(
+        after - before < RSS_GROWTH_MAX_BYTES,
+        "RSS grew from {before} to {after} bytes handling one slow consumer"
+    );
+    request(&mut warm, 2);
+    let mut fresh = gw.connect(3, 1);
+    request(&mut fresh, 3);
+}
+
+#[test]
+fn accepts_stop_at_the_fd_limit_and_resume_after() {
+    let gw = Gateway::builder().nofile(256).start();
+    let mut open = Vec::new();
+    let mut stalled = None;
+    // Well above 256: the limit must be hit before this.
+    for user in 1..=600 {
+        let auth = format!("Bearer {}", gw.sign(user, 1));
+        match ws::handshake(
+            gw.ws,
+            "/ws",
+            &[("Authorization", &auth)],
+            Duration::from_secs(1),
+        ) {
+            Ok(Handshake::Upgraded(client)) => open.push(client),
+            other => {
+                stalled = Some((user, format!("{other:?}")));
+                break;
+            }
+        }
+    }
+    let (at, how) = stalled.expect("600 upgrades under ulimit -n 256: the fd limit was never hit");
+    eprintln!(
+        "accepts stopped at connection {at} ({} open): {how}",
+        open.len()
+    );
+    drop(open);
+
+    // Accepts resume: a new client upgrades (the gateway may need a moment to notice).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut client = loop {
+        let auth = format!("Bearer {}", gw.sign(10_000, 1));
+        match ws::handshake(
+            gw.ws,
+            "/ws",
+            &[("Authorization", &auth)],
+            Duration::from_secs(2),
+        ) {
+            Ok(Handshake::Upgraded(client)) => break client,
+            other => assert!(
+                Instant::now() < deadline,
+                "no upgrade 10 s after freeing every fd: {other:?}\nstderr:\n{}",
+                gw.stderr()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    request(&mut client, 1);
+    let m = gw.metrics();
+    let emfile = m.sum_label("switchboard_accept_errors_total", "kind", "emfile");
+    assert!(
+        emfile > 0.0,
+        "accept_errors_total{{kind=\"emfile\"}} is {emfile}:\n{}",
+        m.show("switchboard_accept_errors_total")
+    );
+}
+
+/// Reads until the server ends the connection; returns what it sent.
+fn read_until_closed(stream: &mut TcpStream, timeout: Duration) -> Vec<u8> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        assert!(
+            !left.is_zero(),
+            "not disconnected within {timeout:?}; got {got:?}"
+        );
+        stream.set_read_timeout(Some(left)).expect("set timeout");
+        let mut buf = [0u8; 4096];
+        match stream.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return got, // reset: disconnected too
+        }
+    }
+}
+
+#[test]
+fn a_client_that_does_not_finish_its_handshake_is_cut_off() {
+    const TIMEOUT_MS: u64 = 500;
+    let gw = Gateway::builder()
+        .flag("--handshake-timeout-ms", TIMEOUT_MS)
+        .start();
+    let request = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        gw.sign(1, 1)
+    );
+    let half = &request.as_bytes()[..request.len() / 2];
+    for (what, bytes) in [("silent", &b""[..]), ("half a request", half)] {
+        let connected = Instant::now();
+        let mut stream = TcpStream::connect(gw.ws).expect("connect");
+        stream.write_all(bytes).expect("write");
+        let got = read_until_closed(&mut stream, Duration::from_secs(5));
+        let after = connected.elapsed();
+        assert!(
+            after >= Duration::from_millis(TIMEOUT_MS / 2),
+            "{what}: cut off after {after:?}, before the {TIMEOUT_MS} ms timeout"
+        );
+        assert!(
+            !String::from_utf8_lossy(&got).contains(" 101 "),
+            "{what}: upgraded: {got:?}"
+        );
+    }
+
+    // One byte every 50 ms never completes the ~400-byte request in time: the timeout is for
+    // the whole handshake, not per read.
+    let mut trickle = TcpStream::connect(gw.ws).expect("connect");
+    let start = Instant::now();
+    for byte in request.as_bytes() {
+        if trickle.write_all(std::slice::from_ref(byte)).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a trickling client is still connected after {:?}",
+            start.elapsed()
+        );
+    }
+    let got = read_until_closed(&mut trickle, Duration::from_secs(5));
+    assert!(
+        !String::from_utf8_lossy(&got).contains(" 101 "),
+        "trickle: upgraded: {got:?}"
+    );
+}
+
+/// `connections_max` is the process's limit, whichever core a connection lands on.
+#[test]
+fn over_connections_max_an_upgrade_is_503() {
+    const MAX: u64 = 2;
+    let gw = Gateway::builder().flag("--connections-max", MAX).start();
+    let mut clients: Vec<WsClient> = (1..=MAX).map(|user| gw.connect(user, 1)).collect();
+    // Several attempts, so that a per-core count cannot pass by luck of the port hash.
+    for user in MAX + 1..=MAX + 6 {
+        let over = gw.upgrade_with(&gw.sign(user, 1)).expect("an HTTP answer");
+        assert_eq!(
+            over.status(),
+            503,
+            "connection {user} with connections_max {MAX}: {over:?}"
+        );
+    }
+    request(&mut clients[0], 1);
+    drop(clients.pop());
+    // Once one leaves, a new client gets in (the gateway notices the close asynchronously).
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        match gw.upgrade_with(&gw.sign(100, 1)).expect("an HTTP answer") {
+            Handshake::Upgraded(mut c) => break request(&mut c, 2),
+            Handshake::Refused(r) if Instant::now() < deadline => {
+                assert_eq!(r.status, 503, "{r:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Handshake::Refused(r) => panic!("still refused after a client left: {r:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_second_gateway_on_a_taken_address_exits_non_zero_naming_it() {
+    let first = Gateway::start();
+    let second = Gateway::builder().listen(first.ws).try_start();
+    let failure = match second {
+        Ok(g) => panic!(
+            "a second gateway started on {} (ready ws={})",
+            first.ws, g.ws
+        ),
+        Err(f) => f,
+    };
+    let status = failure
+        .status
+        .unwrap_or_else(|| panic!("it did not exit: {failure}"));
+    assert!(!status.success(), "{failure}");
+    assert!(
+        failure.elapsed < Duration::from_secs(10),
+        "it took {:?} to give up",
+        failure.elapsed
+    );
+    assert!(
+        failure.stderr.contains(&first.ws.to_string()),
+        "stderr does not name {}: {}",
+        first.ws,
+        failure.stderr
+    );
+    let mut client = first.connect(1, 1);
+    request(&mut client, 1);
+}
