@@ -468,6 +468,20 @@ impl WsClient {
         self.send_request(frame).expect("sending a request");
         self.expect_result(timeout)
     }
+
+    /// Sends a harmless request (`SetPresence`) and asserts its `Result` comes back: the
+    /// connection is alive and served.
+    ///
+    /// # Panics
+    /// When no matching `Result` arrives within `timeout`.
+    pub fn assert_served(&mut self, request_id: u64, timeout: Duration) {
+        let frame = ClientFrame {
+            request_id,
+            request: wire::Request::SetPresence(wire::SetPresence { online: true }),
+        };
+        let (id, code, reason) = self.request(&frame, timeout);
+        assert_eq!(id, request_id, "{code:?} {reason}");
+    }
 }
 
 /// One frame from the front of `buf`, and its length; `None` when incomplete.

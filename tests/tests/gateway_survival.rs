@@ -15,19 +15,9 @@ use socket2::{Domain, Socket, Type};
 use switchboard_tests::gateway::{Gateway, IO_TIMEOUT};
 use switchboard_tests::ws::{self, Closed, Handshake, WsClient};
 use wire::ws::close;
-use wire::{ClientFrame, Request, SetPresence};
 
 /// RSS may grow this much while a slow consumer is handled, and no more.
 const RSS_GROWTH_MAX_BYTES: f64 = 64.0 * 1024.0 * 1024.0;
-
-fn request(client: &mut WsClient, request_id: u64) {
-    let frame = ClientFrame {
-        request_id,
-        request: Request::SetPresence(SetPresence { online: true }),
-    };
-    let (id, code, reason) = client.request(&frame, IO_TIMEOUT);
-    assert_eq!(id, request_id, "{code:?} {reason}");
-}
 
 fn rss(gw: &Gateway) -> f64 {
     let m = gw.metrics();
@@ -65,7 +55,7 @@ fn a_slow_consumer_is_closed_and_its_queue_freed() {
         .flag("--send-queue-bytes-max", 65_536)
         .start();
     let mut warm = gw.connect(2, 1);
-    request(&mut warm, 1);
+    warm.assert_served(1, IO_TIMEOUT);
     let before = rss(&gw);
 
     let mut slow = small_buffer_client(&gw);
@@ -117,9 +107,9 @@ fn a_slow_consumer_is_closed_and_its_queue_freed() {
         after - before < RSS_GROWTH_MAX_BYTES,
         "RSS grew from {before} to {after} bytes handling one slow consumer"
     );
-    request(&mut warm, 2);
+    warm.assert_served(2, IO_TIMEOUT);
     let mut fresh = gw.connect(3, 1);
-    request(&mut fresh, 3);
+    fresh.assert_served(3, IO_TIMEOUT);
 }
 
 #[test]
@@ -169,7 +159,7 @@ fn accepts_stop_at_the_fd_limit_and_resume_after() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    request(&mut client, 1);
+    client.assert_served(1, IO_TIMEOUT);
     let m = gw.metrics();
     let emfile = m.sum_label("switchboard_accept_errors_total", "kind", "emfile");
     assert!(
@@ -269,13 +259,13 @@ fn over_connections_max_an_upgrade_is_503() {
             "connection {user} with connections_max {MAX}: {over:?}"
         );
     }
-    request(&mut clients[0], 1);
+    clients[0].assert_served(1, IO_TIMEOUT);
     drop(clients.pop());
     // Once one leaves, a new client gets in (the gateway notices the close asynchronously).
     let deadline = Instant::now() + IO_TIMEOUT;
     loop {
         match gw.upgrade_with(&gw.sign(100, 1)).expect("an HTTP answer") {
-            Handshake::Upgraded(mut c) => break request(&mut c, 2),
+            Handshake::Upgraded(mut c) => break c.assert_served(2, IO_TIMEOUT),
             Handshake::Refused(r) if Instant::now() < deadline => {
                 assert_eq!(r.status, 503, "{r:?}");
                 std::thread::sleep(Duration::from_millis(50));
@@ -312,5 +302,5 @@ fn a_second_gateway_on_a_taken_address_exits_non_zero_naming_it() {
         failure.stderr
     );
     let mut client = first.connect(1, 1);
-    request(&mut client, 1);
+    client.assert_served(1, IO_TIMEOUT);
 }
