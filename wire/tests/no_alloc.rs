@@ -51,7 +51,7 @@ fn warm_encoder_and_decoder_allocate_nothing() {
     let clients = client_samples();
     let mut encoder = Encoder::new(&limits);
     let mut out = Vec::with_capacity(64 * 1024);
-    let mut round = |encoder: &mut Encoder, out: &mut Vec<u8>| {
+    let round = |encoder: &mut Encoder, out: &mut Vec<u8>| {
         for frame in &servers {
             out.clear();
             encoder.encode_ws(frame, out).expect("fits");
