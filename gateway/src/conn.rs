@@ -11,6 +11,7 @@ use crate::core::{Close, Conn, Core};
 use crate::inbound::{Inbound, Message};
 use crate::outbound::{Flushed, Frame};
 use futures_lite::AsyncRead as _;
+use futures_lite::AsyncReadExt as _;
 use futures_lite::AsyncWrite as _;
 use glommio::net::TcpStream;
 use std::os::fd::{AsRawFd as _, BorrowedFd};
@@ -24,6 +25,8 @@ use wire::ws::{self, close};
 const WAIT_READ_BYTES: usize = 32;
 /// Bytes per non-blocking read once data is flowing (on the thread's stack, not the task's).
 const DRAIN_READ_BYTES: usize = 16 * 1024;
+/// Most bytes read from a peer after our close frame while waiting for its own.
+const CLOSING_READ_BYTES_MAX: usize = 64 * 1024;
 /// How long a closing connection may take to receive its last frames.
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -48,13 +51,13 @@ enum Event {
 async fn session(core: &Core, conn: &Conn, stream: &mut TcpStream, mut leftover: Vec<u8>) {
     let mut inbound = Inbound::new(core.config.limits.frame_bytes_max);
     if !leftover.is_empty() && !absorb(core, conn, &mut inbound, &mut leftover) {
-        return finish(core, conn, stream).await;
+        return finish(core, conn, stream, &mut inbound).await;
     }
     drop(leftover);
     let mut wait_buf = [0u8; WAIT_READ_BYTES];
     loop {
         if conn.closing.get().is_some() {
-            return finish(core, conn, stream).await;
+            return finish(core, conn, stream, &mut inbound).await;
         }
         let event =
             std::future::poll_fn(|cx| poll_event(cx, core, conn, stream, &mut wait_buf)).await;
@@ -67,6 +70,8 @@ async fn session(core: &Core, conn: &Conn, stream: &mut TcpStream, mut leftover:
                 {
                     return;
                 }
+                // A client that always has bytes ready would otherwise never let other tasks run.
+                glommio::yield_if_needed().await;
             }
         }
     }
@@ -186,7 +191,7 @@ fn poll_flush(
 
 /// Sends the close frame after what is queued (a slow consumer's queue is dropped first),
 /// gives the peer `LINGER` to take it, and returns (the socket closes on drop).
-async fn finish(core: &Core, conn: &Conn, stream: &mut TcpStream) {
+async fn finish(core: &Core, conn: &Conn, stream: &mut TcpStream, inbound: &mut Inbound) {
     let Some(reason) = conn.closing.get() else {
         return;
     };
@@ -201,16 +206,43 @@ async fn finish(core: &Core, conn: &Conn, stream: &mut TcpStream) {
         .borrow_mut()
         .push(Frame::Local(Rc::from(frame)), usize::MAX);
     core.metrics.close(reason.code);
-    let flushed = std::future::poll_fn(|cx| match poll_flush(cx, core, conn, stream) {
-        Ok(Flushed::All) | Err(_) => Poll::Ready(()),
-        Ok(Flushed::WouldBlock) => Poll::Pending,
-    });
+    // The closing handshake (RFC 6455 §7.1.1): wait for the peer's close frame (or EOF), then
+    // close the TCP connection ourselves. A peer that never answers gets `LINGER`.
     let _ = glommio::timer::timeout(LINGER, async {
-        flushed.await;
+        std::future::poll_fn(|cx| match poll_flush(cx, core, conn, stream) {
+            Ok(Flushed::All) | Err(_) => Poll::Ready(()),
+            Ok(Flushed::WouldBlock) => Poll::Pending,
+        })
+        .await;
+        await_peer_close(stream, inbound).await;
         Ok(())
     })
     .await;
     let _ = stream.shutdown(std::net::Shutdown::Both).await;
+}
+
+/// Reads (and ignores) what the peer still sends until its close frame or EOF, at most
+/// `CLOSING_READ_BYTES_MAX` (a peer that keeps sending is not closing).
+async fn await_peer_close(stream: &mut TcpStream, inbound: &mut Inbound) {
+    let mut buf = [0u8; WAIT_READ_BYTES];
+    let mut budget = CLOSING_READ_BYTES_MAX;
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        budget = match budget.checked_sub(n) {
+            Some(left) => left,
+            None => return,
+        };
+        // Reads that are always ready never yield by themselves.
+        glommio::yield_if_needed().await;
+        let mut closed = false;
+        let parsed = inbound.feed(&mut buf[..n], |m| closed |= matches!(m, Message::Close));
+        if closed || parsed.is_err() {
+            return;
+        }
+    }
 }
 
 /// The socket's descriptor, borrowed for a system call.
