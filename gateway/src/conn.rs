@@ -51,13 +51,15 @@ enum Event {
 async fn session(core: &Core, conn: &Conn, stream: &mut TcpStream, mut leftover: Vec<u8>) {
     let mut inbound = Inbound::new(core.config.limits.frame_bytes_max);
     if !leftover.is_empty() && !absorb(core, conn, &mut inbound, &mut leftover) {
-        return finish(core, conn, stream, &mut inbound).await;
+        // Boxed: the closing state is needed once, not in every idle connection.
+        return Box::pin(finish(core, conn, stream, &mut inbound)).await;
     }
     drop(leftover);
     let mut wait_buf = [0u8; WAIT_READ_BYTES];
     loop {
         if conn.closing.get().is_some() {
-            return finish(core, conn, stream, &mut inbound).await;
+            // Boxed: the closing state is needed once, not in every idle connection.
+            return Box::pin(finish(core, conn, stream, &mut inbound)).await;
         }
         let event =
             std::future::poll_fn(|cx| poll_event(cx, core, conn, stream, &mut wait_buf)).await;
