@@ -44,6 +44,9 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     /// Inbound silence after which the connection is closed (4000): a dead or half-open peer.
     pub idle_timeout_ms: u64,
+    /// How long a closing connection waits for the peer's close frame (RFC 6455 closing
+    /// handshake) before the TCP connection is closed anyway.
+    pub close_linger_ms: u64,
     /// `GoAway.reconnect_after_ms` is spread uniformly over this window on drain.
     pub drain_window_ms: u64,
     /// A drain ends, and the process exits, within this time even if clients linger.
@@ -74,6 +77,7 @@ impl Default for Config {
             handshake_bytes_max: 8 * 1024,
             heartbeat_interval_ms: 30_000,
             idle_timeout_ms: 90_000,
+            close_linger_ms: 1_000,
             drain_window_ms: 10_000,
             drain_timeout_ms: 30_000,
             jwt_secret_file: None,

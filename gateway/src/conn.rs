@@ -27,8 +27,6 @@ const WAIT_READ_BYTES: usize = 32;
 const DRAIN_READ_BYTES: usize = 16 * 1024;
 /// Most bytes read from a peer after our close frame while waiting for its own.
 const CLOSING_READ_BYTES_MAX: usize = 64 * 1024;
-/// How long a closing connection may take to receive its last frames.
-const LINGER: Duration = Duration::from_secs(1);
 
 /// Serves one accepted connection to the end; it was admitted ([`Core::admit`]) and is
 /// released here.
@@ -192,7 +190,7 @@ fn poll_flush(
 }
 
 /// Sends the close frame after what is queued (a slow consumer's queue is dropped first),
-/// gives the peer `LINGER` to take it, and returns (the socket closes on drop).
+/// gives the peer `close_linger_ms` to answer it, and returns (the socket closes on drop).
 async fn finish(core: &Core, conn: &Conn, stream: &mut TcpStream, inbound: &mut Inbound) {
     let Some(reason) = conn.closing.get() else {
         return;
@@ -209,8 +207,9 @@ async fn finish(core: &Core, conn: &Conn, stream: &mut TcpStream, inbound: &mut 
         .push(Frame::Local(Rc::from(frame)), usize::MAX);
     core.metrics.close(reason.code);
     // The closing handshake (RFC 6455 §7.1.1): wait for the peer's close frame (or EOF), then
-    // close the TCP connection ourselves. A peer that never answers gets `LINGER`.
-    let _ = glommio::timer::timeout(LINGER, async {
+    // close the TCP connection ourselves. A peer that never answers gets `close_linger_ms`.
+    let linger = Duration::from_millis(core.config.close_linger_ms);
+    let _ = glommio::timer::timeout(linger, async {
         std::future::poll_fn(|cx| match poll_flush(cx, core, conn, stream) {
             Ok(Flushed::All) | Err(_) => Poll::Ready(()),
             Ok(Flushed::WouldBlock) => Poll::Pending,

@@ -74,6 +74,10 @@ struct Settings {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     idle_timeout_ms: Option<u64>,
+    /// Wait for the peer's close frame before closing TCP.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    close_linger_ms: Option<u64>,
     /// Spread of `GoAway` reconnect delays on drain.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

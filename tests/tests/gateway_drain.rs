@@ -16,8 +16,13 @@ const DRAIN_TIMEOUT_MS: u64 = 5000;
 /// Process teardown after the drain timeout, on a busy machine.
 const EXIT_SLACK: Duration = Duration::from_secs(3);
 
+/// A client that does not answer the close holds the drain this long: long enough for the test
+/// to see `/readyz` say 503 on a busy machine.
+const CLOSE_LINGER_MS: u64 = 3000;
+
 fn draining_gateway() -> Gateway {
     Gateway::builder()
+        .flag("--close-linger-ms", CLOSE_LINGER_MS)
         .flag("--drain-window-ms", DRAIN_WINDOW_MS)
         .flag("--drain-timeout-ms", DRAIN_TIMEOUT_MS)
         .start()
