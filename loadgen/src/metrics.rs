@@ -1,16 +1,12 @@
 //! The gateway's operations endpoint as loadgen reads it: one blocking HTTP GET of `/metrics`
 //! and the few Prometheus samples the benchmarks need.
 //!
-//! Owns a minimal HTTP/1.1 client (`Connection: close`, identity or chunked bodies) and a
-//! Prometheus text parser that sums every series of a name over its labels. Never follows
-//! redirects or keeps connections: one request, one socket, bounded by [`HTTP_TIMEOUT`] and
-//! [`RESPONSE_BYTES_MAX`].
+//! Owns the GET (`ureq`, plain HTTP, bounded by [`HTTP_TIMEOUT`] and [`RESPONSE_BYTES_MAX`])
+//! and a Prometheus text parser that sums every series of a name over its labels.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 use crate::target::Target;
 
@@ -89,65 +85,20 @@ pub(crate) fn sum(text: &str, name: &str) -> Option<f64> {
     total
 }
 
-/// GETs `target.path` and returns the body of a 200 response.
+/// GETs `target.path` and returns the body of a 200 response (with `ureq`, no TLS).
 fn http_get(target: &Target) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&target.addr, HTTP_TIMEOUT)?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        target.path, target.host
-    );
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.take(RESPONSE_BYTES_MAX).read_to_end(&mut raw)?;
-    let body = response_body(&raw)?;
-    String::from_utf8(body).context("metrics body is not UTF-8")
-}
-
-/// The body of a complete `Connection: close` response, de-chunked if need be.
-pub(crate) fn response_body(raw: &[u8]) -> Result<Vec<u8>> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut response = httparse::Response::new(&mut headers);
-    let head_len = match response.parse(raw).context("bad HTTP response head")? {
-        httparse::Status::Complete(len) => len,
-        httparse::Status::Partial => bail!("HTTP response ended inside its head"),
-    };
-    let code = response.code.unwrap_or(0);
-    ensure!(code == 200, "HTTP {code} {}", response.reason.unwrap_or(""));
-    let chunked = response.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("transfer-encoding")
-            && String::from_utf8_lossy(h.value)
-                .to_ascii_lowercase()
-                .contains("chunked")
-    });
-    let body = &raw[head_len..];
-    if chunked {
-        dechunk(body)
-    } else {
-        Ok(body.to_vec())
-    }
-}
-
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(body.len());
-    loop {
-        let line_end = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("truncated chunk")?;
-        let size_text = std::str::from_utf8(&body[..line_end]).context("bad chunk size")?;
-        let size_hex = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .with_context(|| format!("bad chunk size {size_hex:?}"))?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        ensure!(body.len() >= size + 2, "truncated chunk");
-        out.extend_from_slice(&body[..size]);
-        body = &body[size + 2..];
-    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(HTTP_TIMEOUT))
+        .build()
+        .into();
+    let url = format!("http://{}{}", target.host, target.path);
+    let mut response = agent.get(&url).call()?;
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(RESPONSE_BYTES_MAX)
+        .read_to_string()?;
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -186,23 +137,5 @@ switchboard_accepts_total{core=\"1\"} 7
         )
         .expect("cpu is optional");
         assert_eq!(no_cpu.cpu_s, None);
-    }
-
-    #[test]
-    fn bodies_identity_and_chunked() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
-        assert_eq!(response_body(plain).expect("ok"), b"hello");
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
-              5\r\nhello\r\n6;x=1\r\n world\r\n0\r\n\r\n";
-        assert_eq!(response_body(chunked).expect("ok"), b"hello world");
-        let truncated = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel";
-        assert!(response_body(truncated).is_err());
-        let missing = b"HTTP/1.1 404 Not Found\r\n\r\n";
-        assert!(
-            response_body(missing)
-                .expect_err("404")
-                .to_string()
-                .contains("404")
-        );
     }
 }
