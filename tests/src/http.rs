@@ -1,7 +1,7 @@
-//! A minimal HTTP/1.1 client: one request per connection, enough for `/metrics`, the health
-//! endpoints and refused WebSocket upgrades.
+//! HTTP for the tests: `get` for the ops endpoints (`ureq`), and reading a raw response head
+//! off a socket for refused WebSocket upgrades (where the point is the bytes on the wire).
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Read as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -34,19 +34,39 @@ impl Response {
     }
 }
 
-/// `GET path` with `Connection: close`.
+/// `GET path` on the ops listener (with `ureq`; any status is returned, not an error).
 ///
 /// # Errors
-/// Socket errors, a malformed response, or the deadline passing before the head arrives.
+/// Connection errors, or the deadline passing.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Response> {
-    let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_write_timeout(Some(timeout))?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes())?;
-    let (mut response, rest) = read_head(&mut stream, deadline)?;
-    response.body = read_body(&mut stream, &response, rest, deadline)?;
-    Ok(response)
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(&format!("http://{addr}{path}"))
+        .call()
+        .map_err(io::Error::other)?;
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response
+        .body_mut()
+        .read_to_vec()
+        .map_err(io::Error::other)?;
+    Ok(Response {
+        status: response.status().as_u16(),
+        headers,
+        body,
+    })
 }
 
 /// Reads up to the end of a response head; returns it and the bytes read past it.
@@ -99,58 +119,6 @@ pub fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<(Respo
         body: Vec::new(),
     };
     Ok((response, rest))
-}
-
-/// The body: `Content-Length` bytes, else (or chunked) up to EOF or the deadline.
-fn read_body(
-    stream: &mut TcpStream,
-    head: &Response,
-    mut body: Vec<u8>,
-    deadline: Instant,
-) -> io::Result<Vec<u8>> {
-    let chunked = head
-        .header("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    let want: Option<usize> = head.header("content-length").and_then(|v| v.parse().ok());
-    loop {
-        if want.is_some_and(|n| body.len() >= n) {
-            body.truncate(want.unwrap_or_default());
-            break;
-        }
-        let mut chunk = [0u8; 16 * 1024];
-        match read_until(stream, &mut chunk, deadline) {
-            Ok(0) => break,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut && want.is_none() => break,
-            Err(e) => return Err(e),
-        }
-    }
-    if chunked {
-        body = dechunk(&body)?;
-    }
-    Ok(body)
-}
-
-fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let i = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| invalid("truncated chunk size"))?;
-        let size = std::str::from_utf8(&data[..i]).map_err(|_| invalid("chunk size"))?;
-        let size = size.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size, 16).map_err(|_| invalid("chunk size"))?;
-        data = &data[i + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if data.len() < size + 2 {
-            return Err(invalid("truncated chunk"));
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
 }
 
 /// One `read` bounded by `deadline`; a timeout is `ErrorKind::TimedOut`.

@@ -24,8 +24,9 @@ fn chat() -> impl Strategy<Value = ChatId> {
 fn body() -> impl Strategy<Value = Body<'static>> {
     let max = Limits::default().body_bytes_max;
     prop_oneof![
-        // Up to 1,000 characters of any script; at most 4 bytes each, so within 4 KiB.
-        "\\PC{0,1000}"
+        // 1 to 1,000 characters of any script (at most 4 bytes each, so within 4 KiB): an
+        // empty text body without attachments is not a message.
+        "\\PC{1,1000}"
             .prop_map(|s| Body::Text(std::str::from_utf8(leak(s.into_bytes())).expect("utf8"))),
         prop::collection::vec(any::<u8>(), 1..=max).prop_map(|b| Body::Opaque(leak(b))),
     ]
