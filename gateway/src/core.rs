@@ -229,8 +229,8 @@ impl Core {
     }
 
     /// Starts the drain: stop accepting, send every client `GoAway` with a jittered reconnect
-    /// delay, then close each with 1001. Returns once every connection is gone or the drain
-    /// timeout passes.
+    /// delay, then close each with 1001. Returns once every connection of the process is gone
+    /// or the drain timeout passes.
     pub async fn drain(&self) {
         self.drain_started.raise();
         let window = self.config.drain_window_ms.max(1);
@@ -245,7 +245,9 @@ impl Core {
             conn.request_close(Close::new(close::GOING_AWAY, "server draining"));
         }
         let deadline = Instant::now() + Duration::from_millis(self.config.drain_timeout_ms);
-        while self.active.get() > 0 && Instant::now() < deadline {
+        // Every core waits for the whole process (not just its own connections): core 0 also
+        // serves `/readyz`, which must answer 503 until the last connection is gone.
+        while self.process.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }
     }
