@@ -1,7 +1,15 @@
-//! What is durably kept (not built yet; DESIGN.md §3 and issue "Store").
+//! What is durably kept (DESIGN.md §3 and issue 5, "Store").
 //!
-//! This crate will own one `Store` interface and its conformance suite: the chat log keyed
-//! `(chat, seq)`, device cursors, idempotency keys, devices and the user → chats index, with
-//! group commit on a dedicated thread so executor threads never block on disk. Backends: an
-//! embedded default (a checksummed append-only log applied to an LSM) and ScyllaDB. A write is
-//! reported durable only after it is. It depends on `wire` only.
+//! Layout: `log/` (built): the write-ahead log on the acknowledgement path: a checksummed,
+//! segmented append-only log with group commit on one dedicated writer thread (one
+//! `fdatasync` per batch), recovery that cuts a torn tail and refuses any other damage,
+//! replay from an LSN, and checkpoints that delete old segments. `src/bin/log-crash-harness.rs`
+//! is the helper process of the SIGKILL crash test.
+//!
+//! Still to come: the `Store` interface and its conformance suite (the chat log keyed
+//! `(chat, seq)`, device cursors, idempotency keys, devices and the user → chats index,
+//! retention and TTLs); the embedded backend that applies the log in the background to an
+//! LSM (fjall) serving indexes and reads, checkpointing the log as it goes; and ScyllaDB.
+//! A write is reported durable only after it is. This crate depends on `wire` only.
+
+pub mod log;

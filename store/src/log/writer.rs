@@ -1,0 +1,263 @@
+//! The writer thread: group commit of queued appends, segment rollover, checkpoints.
+//!
+//! Loop: block for the first request, drain what else is queued up to the batch limits,
+//! write the batch with one `write` per segment touched, make it durable with one sync, then
+//! complete every waiter with its LSNs. Batches grow with load by themselves: when idle a
+//! batch is one record and is acknowledged after one sync.
+//!
+//! Invariants: a waiter is told `Ok` only after the sync covering its records returned `Ok`.
+//! A failed write or sync is never retried: that batch and every later append fail with
+//! `ReadOnly` until the log is reopened (after a failed fsync the kernel may have dropped the
+//! dirty pages, so a retry could report success for data that is not on disk).
+
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use super::files::{create_segment, segment_path, sync_dir};
+use super::format::encode_record;
+use super::handle::{Done, Payloads, Request};
+use super::recover::Tail;
+use super::{LogError, LogOptions, Lsn, SyncPolicy};
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    dir: PathBuf,
+    sync: Box<dyn SyncPolicy>,
+    segment_bytes_max: u64,
+    batch_records_max: usize,
+    batch_bytes_max: usize,
+    /// First LSN of every segment on disk, oldest first; the last one is being written.
+    segments: VecDeque<Lsn>,
+    file: File,
+    file_bytes: u64,
+    next_lsn: Lsn,
+    /// Set by the first failed write or sync; from then on every append fails.
+    failed: Option<Arc<io::Error>>,
+    buf: Vec<u8>,
+}
+
+/// An append request taken off the queue, with the LSNs it was given.
+struct Pending {
+    payloads: Payloads,
+    done: Done,
+    lsns: Range<Lsn>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        dir: PathBuf,
+        options: LogOptions,
+        segments: &[Lsn],
+        next_lsn: Lsn,
+        tail: Tail,
+    ) -> Self {
+        debug_assert_eq!(
+            segments.last(),
+            Some(&tail.first_lsn),
+            "the tail is the newest"
+        );
+        Self {
+            dir,
+            sync: options.sync,
+            segment_bytes_max: options.segment_bytes_max,
+            batch_records_max: options.batch_records_max,
+            batch_bytes_max: options.batch_bytes_max,
+            segments: segments.iter().copied().collect(),
+            file: tail.file,
+            file_bytes: tail.bytes,
+            next_lsn,
+            failed: None,
+            buf: Vec::with_capacity(options.batch_bytes_max),
+        }
+    }
+
+    /// Serves requests until `Shutdown` or until every handle is gone.
+    pub(crate) fn run(mut self, rx: &Receiver<Request>) {
+        let mut batch = Vec::new();
+        let mut carried = None;
+        loop {
+            let Some(first) = carried.take().or_else(|| rx.recv().ok()) else {
+                return;
+            };
+            match first {
+                Request::Shutdown => return,
+                Request::Checkpoint { up_to_lsn, done } => {
+                    // The waiter may have stopped waiting; that is not our error.
+                    let _ = done.send(self.checkpoint(up_to_lsn));
+                }
+                Request::Append {
+                    payloads,
+                    framed_bytes,
+                    done,
+                } => {
+                    let mut bytes = framed_bytes;
+                    batch.push(Pending {
+                        payloads,
+                        done,
+                        lsns: 0..0,
+                    });
+                    carried = self.drain(rx, &mut batch, &mut bytes);
+                    self.commit(&mut batch);
+                }
+            }
+        }
+    }
+
+    /// Adds queued appends to `batch` up to the batch limits; returns the first request that
+    /// did not fit or is not an append, to be served next.
+    fn drain(
+        &self,
+        rx: &Receiver<Request>,
+        batch: &mut Vec<Pending>,
+        bytes: &mut usize,
+    ) -> Option<Request> {
+        let mut records: usize = batch.iter().map(|p| p.payloads.len()).sum();
+        while records < self.batch_records_max && *bytes < self.batch_bytes_max {
+            let request = rx.try_recv().ok()?;
+            let Request::Append {
+                payloads,
+                framed_bytes,
+                done,
+            } = request
+            else {
+                return Some(request);
+            };
+            let fits = records + payloads.len() <= self.batch_records_max
+                && *bytes + framed_bytes <= self.batch_bytes_max;
+            if !fits {
+                return Some(Request::Append {
+                    payloads,
+                    framed_bytes,
+                    done,
+                });
+            }
+            records += payloads.len();
+            *bytes += framed_bytes;
+            batch.push(Pending {
+                payloads,
+                done,
+                lsns: 0..0,
+            });
+        }
+        None
+    }
+
+    /// Makes `batch` durable and completes its waiters (with `ReadOnly` if anything failed).
+    fn commit(&mut self, batch: &mut Vec<Pending>) {
+        if self.failed.is_none()
+            && let Err(error) = self.write_batch(batch)
+        {
+            tracing::error!(
+                dir = %self.dir.display(),
+                %error,
+                "log: write or sync failed; the log is read-only until reopened and this \
+                 batch is not acknowledged"
+            );
+            self.failed = Some(Arc::new(error));
+        }
+        for pending in batch.drain(..) {
+            let outcome = match &self.failed {
+                Some(cause) => Err(cause.clone()),
+                None => Ok(pending.lsns),
+            };
+            pending.done.complete(outcome);
+        }
+    }
+
+    /// Writes and syncs every record of `batch`, rolling to a new segment where one fills up,
+    /// and gives each request its LSNs.
+    fn write_batch(&mut self, batch: &mut [Pending]) -> io::Result<()> {
+        self.buf.clear();
+        let mut lsn = self.next_lsn;
+        for pending in batch.iter_mut() {
+            let start = lsn;
+            for payload in pending.payloads.iter() {
+                let framed = super::format::framed_bytes(payload.len()) as u64;
+                let pending_bytes = self.file_bytes + self.buf.len() as u64;
+                let segment_has_records = lsn > *self.segments.back().expect("never empty");
+                if segment_has_records && pending_bytes + framed > self.segment_bytes_max {
+                    self.flush_and_sync()?;
+                    self.roll(lsn)?;
+                }
+                encode_record(&mut self.buf, payload);
+                lsn += 1;
+            }
+            pending.lsns = start..lsn;
+        }
+        self.flush_and_sync()?;
+        self.next_lsn = lsn;
+        Ok(())
+    }
+
+    fn flush_and_sync(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_all(&self.buf)?;
+            self.file_bytes += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        self.sync.sync(&self.file)
+    }
+
+    /// Starts a new segment whose first record is `first_lsn`.
+    fn roll(&mut self, first_lsn: Lsn) -> io::Result<()> {
+        let file = create_segment(&self.dir, first_lsn, self.sync.as_mut())?;
+        self.file = file;
+        self.file_bytes = super::format::HEADER_BYTES as u64;
+        self.segments.push_back(first_lsn);
+        tracing::debug!(first_lsn, "log: rolled to a new segment");
+        Ok(())
+    }
+
+    /// Deletes the segments whose records are all below `up_to_lsn`, never the active one.
+    fn checkpoint(&mut self, up_to_lsn: Lsn) -> Result<usize, LogError> {
+        let mut deleted = 0;
+        while self.segments.len() > 1 && self.segments[1] <= up_to_lsn {
+            let first = self.segments[0];
+            let path = segment_path(&self.dir, first);
+            fs::remove_file(&path).map_err(|e| LogError::io("deleting", &path, e))?;
+            self.segments.pop_front();
+            deleted += 1;
+        }
+        if deleted > 0 {
+            // Not durable deletion is harmless (an old segment reappearing is still valid), but
+            // a failing directory sync is worth reporting.
+            sync_dir(&self.dir, self.sync.as_mut())
+                .map_err(|e| LogError::io("syncing after checkpoint", &self.dir, e))?;
+        }
+        Ok(deleted)
+    }
+}
+
+impl Payloads {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(many) => many.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let (one, many) = match self {
+            Self::One(one) => (Some(one.as_slice()), &[][..]),
+            Self::Many(many) => (None, many.as_slice()),
+        };
+        one.into_iter().chain(many.iter().map(Vec::as_slice))
+    }
+}
+
+impl Done {
+    /// Tells the waiter; a waiter that stopped waiting is not an error.
+    fn complete(self, outcome: Result<Range<Lsn>, Arc<io::Error>>) {
+        let outcome = outcome.map_err(|cause| LogError::ReadOnly { cause });
+        match self {
+            Self::One(tx) => drop(tx.send(outcome.map(|lsns| lsns.start))),
+            Self::Many(tx) => drop(tx.send(outcome)),
+        }
+    }
+}
