@@ -29,6 +29,9 @@ pub struct Identity {
     pub user: UserId,
     /// The token's `dev`.
     pub device: DeviceId,
+    /// The token's `exp` plus the leeway, in seconds since the Unix epoch: a connection still
+    /// open then is closed (4003) and must reconnect with a fresh token.
+    pub valid_until_s: u64,
 }
 
 /// Why a token was refused (a metrics label; never sent to the client).
@@ -148,7 +151,12 @@ impl Authenticator {
             .value()
             .and_then(DeviceId::new)
             .ok_or(AuthFailure::Malformed)?;
-        Ok(Identity { user, device })
+        let valid_until_s = data.claims.exp.saturating_add(self.validation.leeway);
+        Ok(Identity {
+            user,
+            device,
+            valid_until_s,
+        })
     }
 }
 
@@ -249,7 +257,8 @@ mod tests {
         let (user, device) = ids();
         let token = mint(&config, user, device, 60).expect("mint");
         let auth = Authenticator::from_config(&config).expect("auth");
-        assert_eq!(auth.verify(&token), Ok(Identity { user, device }));
+        let identity = auth.verify(&token).expect("verifies");
+        assert_eq!((identity.user, identity.device), (user, device));
         let meta = std::fs::metadata(dir.path().join(DEV_KEY_FILE)).expect("dev key exists");
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
@@ -286,7 +295,8 @@ mod tests {
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).expect("encode");
         let (user, device) = ids();
-        assert_eq!(auth.verify(&token), Ok(Identity { user, device }));
+        let identity = auth.verify(&token).expect("verifies");
+        assert_eq!((identity.user, identity.device), (user, device));
         // An HS256 token is not accepted by an EdDSA configuration, and no dev key is created.
         let hs = jsonwebtoken::encode(
             &Header::default(),

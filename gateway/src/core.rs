@@ -204,7 +204,8 @@ impl Core {
     }
 
     /// Pings connections silent for `heartbeat_interval_ms`, closes those silent for
-    /// `idle_timeout_ms`; runs until the core drains.
+    /// `idle_timeout_ms` (4000) and those whose token expired (4003); runs until the core
+    /// drains.
     pub async fn sweep_forever(&self) {
         let (beat, idle) = (
             self.config.heartbeat_interval_ms,
@@ -215,10 +216,15 @@ impl Core {
         while !self.draining() {
             glommio::timer::sleep(tick).await;
             let now = self.now_ms();
+            let unix_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
             // `send` and `request_close` never touch `conns`, so the borrow is safe to hold.
             for conn in self.conns.borrow().iter().flatten() {
                 let silent = now.saturating_sub(conn.last_inbound_ms.get());
-                if silent >= idle {
+                if unix_s > conn.identity.valid_until_s {
+                    conn.request_close(Close::new(close::TOKEN_EXPIRED, "token expired"));
+                } else if silent >= idle {
                     conn.request_close(Close::new(close::IDLE_TIMEOUT, "idle timeout"));
                 } else if silent >= beat && !conn.pinged.get() {
                     conn.pinged.set(true);

@@ -2,7 +2,8 @@
 //! `--heartbeat-interval-ms 200 --idle-timeout-ms 1000`: after inbound silence it pings; a client
 //! that never answers is closed with 4000 once the idle timeout passes (not before), then the TCP
 //! connection ends; a client that answers pings, or one that keeps sending requests, stays open
-//! well past the idle timeout and keeps working.
+//! well past the idle timeout and keeps working. A connection whose token expires is closed
+//! with 4003.
 
 use std::time::{Duration, Instant};
 
@@ -110,4 +111,34 @@ fn a_client_that_keeps_sending_is_not_idle() {
         }
     }
     client.assert_served(u64::MAX, IO_TIMEOUT);
+}
+
+/// A connection does not outlive its token: once `exp` (plus leeway) passes, the gateway closes
+/// it with 4003 so the client reconnects with a fresh token.
+#[test]
+fn a_connection_whose_token_expires_is_closed_with_4003() {
+    use switchboard_tests::token;
+    use switchboard_tests::ws::Handshake;
+    let gw = Gateway::builder()
+        .flag("--heartbeat-interval-ms", HEARTBEAT_MS)
+        .flag("--idle-timeout-ms", 60_000)
+        .flag("--jwt-leeway-s", 0)
+        .start();
+    let exp = token::now_s() + 2;
+    let jwt = token::sign(&gw.secret(), &token::claims(7, 1, exp));
+    let Ok(Handshake::Upgraded(mut client)) = gw.upgrade_with(&jwt) else {
+        panic!("a token valid for 2 s upgrades");
+    };
+    client.assert_served(1, IO_TIMEOUT);
+    let (closed, _) = client
+        .expect_close(Duration::from_secs(10))
+        .expect("the connection ends after the token expires");
+    assert!(
+        token::now_s() > exp,
+        "closed before the token expired: {closed:?}"
+    );
+    match closed {
+        Closed::Frame { code, .. } => assert_eq!(code, Some(close::TOKEN_EXPIRED), "{closed:?}"),
+        other => panic!("expected close 4003, got {other:?}"),
+    }
 }
