@@ -580,20 +580,25 @@ fn chat_request_cases(enc: &mut Encoder) -> anyhow::Result<Vec<Case>> {
     .collect()
 }
 
-/// A `Result` with every payload type, and one with an error code and no payload.
-fn result_cases(enc: &mut Encoder) -> anyhow::Result<Vec<Case>> {
-    let attachments = [attachment(ATT_1), attachment(ATT_2)];
-    let opaque = NewMessage {
+/// Bob's opaque group message at `seq`, the shape most server cases share.
+fn opaque_message(seq: u64, attachments: &[AttachmentId]) -> NewMessage<'_> {
+    NewMessage {
         chat: group(),
-        seq: 6,
+        seq,
         server_msg_id: message_id(MSG_ID),
         sender: user(BOB),
         sender_device: device(DEVICE),
         client_msg_id: 42,
         ts_ms: 1_767_225_600_123,
         body: Body::Opaque(OPAQUE),
-        attachments: &attachments,
-    };
+        attachments,
+    }
+}
+
+/// A `Result` with every payload type, and one with an error code and no payload.
+fn result_cases(enc: &mut Encoder) -> anyhow::Result<Vec<Case>> {
+    let attachments = [attachment(ATT_1), attachment(ATT_2)];
+    let opaque = opaque_message(6, &attachments);
     let history = [
         NewMessage {
             seq: 5,
@@ -659,17 +664,7 @@ fn result_cases(enc: &mut Encoder) -> anyhow::Result<Vec<Case>> {
 /// Every server event type.
 fn event_cases(enc: &mut Encoder) -> anyhow::Result<Vec<Case>> {
     let attachments = [attachment(ATT_1), attachment(ATT_2)];
-    let message = NewMessage {
-        chat: group(),
-        seq: 77,
-        server_msg_id: message_id(MSG_ID),
-        sender: user(BOB),
-        sender_device: device(DEVICE),
-        client_msg_id: 42,
-        ts_ms: 1_767_225_600_123,
-        body: Body::Opaque(OPAQUE),
-        attachments: &attachments,
-    };
+    let message = opaque_message(77, &attachments);
     let members = [
         Member::new(user(CAROL), Role::Member),
         Member::new(user(DAVE), Role::Admin),
