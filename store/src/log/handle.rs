@@ -4,16 +4,13 @@
 //! queue is an error, never a wait) and returns a [`Completion`] future that the writer thread
 //! resolves after the record is durable (or failed). Invariant: nothing here touches a file.
 
-use std::future::Future;
 use std::ops::Range;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use crossbeam_channel::{Sender, TrySendError};
-use futures_channel::oneshot;
 
 use super::format::framed_bytes;
 use super::{LogError, Lsn};
+use crate::reply::{Closed, Replier, Reply};
 
 /// Records handed to the writer in one request.
 pub(crate) enum Payloads {
@@ -23,8 +20,8 @@ pub(crate) enum Payloads {
 
 /// Where the writer reports the outcome of one append request.
 pub(crate) enum Done {
-    One(oneshot::Sender<Result<Lsn, LogError>>),
-    Many(oneshot::Sender<Result<Range<Lsn>, LogError>>),
+    One(Replier<Lsn, LogError>),
+    Many(Replier<Range<Lsn>, LogError>),
 }
 
 /// One request to the writer thread.
@@ -36,7 +33,7 @@ pub(crate) enum Request {
     },
     Checkpoint {
         up_to_lsn: Lsn,
-        done: oneshot::Sender<Result<usize, LogError>>,
+        done: Replier<usize, LogError>,
     },
     Shutdown,
 }
@@ -51,15 +48,13 @@ pub struct LogHandle {
     queue_requests_max: usize,
 }
 
-/// The outcome of a request, resolved by the writer thread.
-#[must_use = "an append is acknowledged only when its future resolves"]
-pub struct Completion<T> {
-    state: State<T>,
-}
+/// The outcome of a log request, resolved by the writer thread once it is durable (or failed).
+pub type Completion<T> = Reply<T, LogError>;
 
-enum State<T> {
-    Ready(Option<Result<T, LogError>>),
-    Waiting(oneshot::Receiver<Result<T, LogError>>),
+impl Closed for LogError {
+    fn closed() -> Self {
+        Self::Closed
+    }
 }
 
 impl LogHandle {
@@ -77,12 +72,12 @@ impl LogHandle {
     pub fn append(&self, payload: Vec<u8>) -> Completion<Lsn> {
         if payload.len() > self.record_bytes_max {
             let max = self.record_bytes_max;
-            return Completion::ready(Err(LogError::RecordTooLarge {
+            return Reply::ready(Err(LogError::RecordTooLarge {
                 bytes: payload.len(),
                 max,
             }));
         }
-        let (done, rx) = oneshot::channel();
+        let (done, rx) = Reply::channel();
         let framed_bytes = framed_bytes(payload.len());
         let request = Request::Append {
             payloads: Payloads::One(payload),
@@ -104,7 +99,7 @@ impl LogHandle {
                     bytes: payload.len(),
                     max,
                 };
-                return Completion::ready(Err(error));
+                return Reply::ready(Err(error));
             }
             bytes += framed_bytes(payload.len());
         }
@@ -113,9 +108,9 @@ impl LogHandle {
                 records: payloads.len(),
                 bytes,
             };
-            return Completion::ready(Err(error));
+            return Reply::ready(Err(error));
         }
-        let (done, rx) = oneshot::channel();
+        let (done, rx) = Reply::channel();
         let payloads = Payloads::Many(payloads);
         self.send(
             Request::Append {
@@ -131,7 +126,7 @@ impl LogHandle {
     /// applied them elsewhere), never the segment being written; resolves to how many segment
     /// files were deleted.
     pub fn checkpoint(&self, up_to_lsn: Lsn) -> Completion<usize> {
-        let (done, rx) = oneshot::channel();
+        let (done, rx) = Reply::channel();
         self.send(Request::Checkpoint { up_to_lsn, done }, rx)
     }
 
@@ -145,17 +140,15 @@ impl LogHandle {
     fn send<T>(
         &self,
         request: Request,
-        rx: oneshot::Receiver<Result<T, LogError>>,
+        rx: Completion<T>,
     ) -> Completion<T> {
         match self.tx.try_send(request) {
-            Ok(()) => Completion {
-                state: State::Waiting(rx),
-            },
+            Ok(()) => rx,
             Err(TrySendError::Full(_)) => {
                 let queue_requests_max = self.queue_requests_max;
-                Completion::ready(Err(LogError::QueueFull { queue_requests_max }))
+                Reply::ready(Err(LogError::QueueFull { queue_requests_max }))
             }
-            Err(TrySendError::Disconnected(_)) => Completion::ready(Err(LogError::Closed)),
+            Err(TrySendError::Disconnected(_)) => Reply::ready(Err(LogError::Closed)),
         }
     }
 }
@@ -165,32 +158,5 @@ impl std::fmt::Debug for LogHandle {
         f.debug_struct("LogHandle")
             .field("queued", &self.tx.len())
             .finish_non_exhaustive()
-    }
-}
-
-impl<T> Completion<T> {
-    fn ready(result: Result<T, LogError>) -> Self {
-        Self {
-            state: State::Ready(Some(result)),
-        }
-    }
-}
-
-impl<T: Unpin> Future for Completion<T> {
-    type Output = Result<T, LogError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Every field is `Unpin` (a oneshot receiver and an `Option`), so this is plain access.
-        match &mut self.get_mut().state {
-            State::Ready(result) => Poll::Ready(
-                result
-                    .take()
-                    .expect("a Completion is not polled after it resolved"),
-            ),
-            // A dropped sender means the writer thread ended without answering.
-            State::Waiting(rx) => Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.unwrap_or(Err(LogError::Closed))),
-        }
     }
 }

@@ -88,8 +88,7 @@ impl Writer {
             match first {
                 Request::Shutdown => return,
                 Request::Checkpoint { up_to_lsn, done } => {
-                    // The waiter may have stopped waiting; that is not our error.
-                    let _ = done.send(self.checkpoint(up_to_lsn));
+                    done.send(self.checkpoint(up_to_lsn));
                 }
                 Request::Append {
                     payloads,
@@ -256,8 +255,8 @@ impl Done {
     fn complete(self, outcome: Result<Range<Lsn>, Arc<io::Error>>) {
         let outcome = outcome.map_err(|cause| LogError::ReadOnly { cause });
         match self {
-            Self::One(tx) => drop(tx.send(outcome.map(|lsns| lsns.start))),
-            Self::Many(tx) => drop(tx.send(outcome)),
+            Self::One(tx) => tx.send(outcome.map(|lsns| lsns.start)),
+            Self::Many(tx) => tx.send(outcome),
         }
     }
 }

@@ -1,0 +1,306 @@
+//! The store's data model: what a write says and what a read returns (DESIGN.md §3, "log plus
+//! cursors, not copies"). Backend-neutral plain data; no I/O here.
+//!
+//! Owns the meaning of every stored fact. Invariants every backend keeps (the conformance
+//! suite checks each):
+//! - A chat's log is gap-free: entries `1..=head`, each a [`Message`] or a membership
+//!   [`Update`], in one sequence. A group's entry 1 is [`Change::Created`]; a direct chat is
+//!   created implicitly by its first entry (its two members come from its id).
+//! - Retention removes a prefix of the log: what remains is `floor..=head`, and `floor - 1`
+//!   is the last removed seq (`floor == 1` when nothing was removed).
+//! - A device's cursors only move forward; `Read` up to `n` also means delivered up to `n`;
+//!   a cursor past the head is clamped to the head.
+//! - A device that has no cursor row for a chat has delivered everything before its user
+//!   joined (`joined_seq - 1`); a device registered after the user joined starts at the
+//!   chat's head at registration (a new device does not receive old messages).
+
+use wire::ids::{AttachmentId, ChatId, ChatKind, DeviceId, MessageId, UserId};
+
+pub use wire::enums::{BodyKind, ReceiptKind, Role};
+
+/// A chat's position in its log.
+pub type Seq = u64;
+
+/// Milliseconds since the Unix epoch (server time; the caller supplies it, so tests control
+/// the clock).
+pub type Millis = u64;
+
+/// One durable write: mutations that become durable together (one group-commit record).
+/// They are applied in order; if any is refused, none is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// The mutations, applied in order.
+    pub mutations: Vec<Mutation>,
+}
+
+/// One change to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    /// Appends `entry` to `chat`'s log at `seq`, which must be the chat's head + 1 (the router
+    /// assigns seqs; anything else is refused as a bug: [`crate::StoreError::SeqConflict`]).
+    /// A [`Message`] also records its idempotency key `(sender, sender_device,
+    /// client_msg_id)`.
+    Append {
+        /// The chat.
+        chat: ChatId,
+        /// Its position: head + 1.
+        seq: Seq,
+        /// What is appended.
+        entry: Entry,
+    },
+    /// Moves one device's cursor forward in one chat (a lower value is ignored).
+    Cursor {
+        /// The chat (must exist).
+        chat: ChatId,
+        /// The device's user.
+        user: UserId,
+        /// The device.
+        device: DeviceId,
+        /// `Delivered` or `Read` (which also counts as delivered).
+        kind: ReceiptKind,
+        /// Everything up to and including this seq.
+        up_to_seq: Seq,
+    },
+    /// A device connected (or is still connected) at `at_ms`: registers it if new (its
+    /// cursors start at the current heads of its user's chats) and updates its last-seen time.
+    DeviceSeen {
+        /// The device's user.
+        user: UserId,
+        /// The device.
+        device: DeviceId,
+        /// When it was seen.
+        at_ms: Millis,
+    },
+}
+
+/// An entry in a chat's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A message.
+    Message(Message),
+    /// A membership change.
+    Update(Update),
+}
+
+/// A message as stored (and as delivered in `NewMessage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Assigned by the server with the seq.
+    pub server_msg_id: MessageId,
+    /// The sending user.
+    pub sender: UserId,
+    /// The sending device.
+    pub sender_device: DeviceId,
+    /// The sender's idempotency key (nonzero, unique per device).
+    pub client_msg_id: u64,
+    /// Server time the message was sequenced; non-decreasing along a chat's log.
+    pub ts_ms: Millis,
+    /// Text or opaque.
+    pub kind: BodyKind,
+    /// The body, opaque to the store.
+    pub body: Vec<u8>,
+    /// Referenced attachments.
+    pub attachments: Vec<AttachmentId>,
+}
+
+/// A membership change (a `ChatUpdate` in the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// Server time of the change.
+    pub ts_ms: Millis,
+    /// Who made it.
+    pub actor: UserId,
+    /// What changed.
+    pub change: Change,
+}
+
+/// What a membership change does. The router has checked who may do what; the store applies
+/// it (adding a present member or removing an absent one changes nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A group is created (only at seq 1 of a group id): every member with its role.
+    Created {
+        /// The group's name.
+        name: String,
+        /// Whether the chat keeps server history (F7).
+        history: bool,
+        /// Every member, the creator as `Admin`.
+        members: Vec<(UserId, Role)>,
+    },
+    /// Users join as `Member`.
+    Added(Vec<UserId>),
+    /// Users are removed by an admin.
+    Removed(Vec<UserId>),
+    /// Members become `Admin`.
+    Promoted(Vec<UserId>),
+    /// The actor leaves.
+    Left,
+}
+
+/// A chat's state now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatState {
+    /// The chat.
+    pub chat: ChatId,
+    /// Direct or group.
+    pub kind: ChatKind,
+    /// The group's name (empty for a direct chat).
+    pub name: String,
+    /// Whether the chat keeps server history.
+    pub history: bool,
+    /// Time of its first entry.
+    pub created_ms: Millis,
+    /// The last seq in its log (≥ 1).
+    pub head: Seq,
+    /// The lowest seq still stored (`head + 1` when retention removed everything).
+    pub floor: Seq,
+    /// Current members, by user id.
+    pub members: Vec<Member>,
+}
+
+/// A current member of a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// The user.
+    pub user: UserId,
+    /// Its role.
+    pub role: Role,
+    /// The seq of the entry that made it a member (1 for founders and direct chats).
+    pub joined_seq: Seq,
+}
+
+/// The answer a `SendMessage` got, kept for retries (at least the offline TTL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentRecord {
+    /// The chat it went to.
+    pub chat: ChatId,
+    /// Its seq.
+    pub seq: Seq,
+    /// Its server id.
+    pub server_msg_id: MessageId,
+    /// Its server time.
+    pub ts_ms: Millis,
+}
+
+/// One chat a device has something to sync in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncChat {
+    /// The chat.
+    pub chat: ChatId,
+    /// The device's delivered cursor: sync starts after it.
+    pub delivered_seq: Seq,
+    /// The device's read cursor.
+    pub read_seq: Seq,
+    /// The last seq this device should get: the head, or for a user who left or was removed,
+    /// the seq of that change (its devices get it and nothing later).
+    pub until_seq: Seq,
+}
+
+/// One device's cursors in one chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceCursor {
+    /// The user.
+    pub user: UserId,
+    /// The device.
+    pub device: DeviceId,
+    /// Delivered up to and including.
+    pub delivered_seq: Seq,
+    /// Read up to and including.
+    pub read_seq: Seq,
+}
+
+/// A registered device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Device {
+    /// The device.
+    pub device: DeviceId,
+    /// When it was first seen.
+    pub registered_ms: Millis,
+    /// When it was last seen.
+    pub last_seen_ms: Millis,
+}
+
+/// A range of a chat's log, in seq order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogPage {
+    /// Retention removed `from..=to` of the requested range (reported before the entries).
+    pub truncated: Option<(Seq, Seq)>,
+    /// The entries, ascending by seq.
+    pub entries: Vec<(Seq, Entry)>,
+    /// Whether the requested range holds more entries past the last one returned.
+    pub more: bool,
+}
+
+/// What one retention sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Log entries deleted (delivered everywhere, or past a TTL).
+    pub entries_deleted: u64,
+    /// Idempotency keys past the offline TTL deleted.
+    pub sent_records_deleted: u64,
+    /// Devices unseen for longer than the prune age removed (with their cursors).
+    pub devices_pruned: u64,
+}
+
+/// How long things are kept (DESIGN.md F6, F7, F9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Undelivered entries (and idempotency keys) are deleted after this long. Default 30 days,
+    /// at most 1 year.
+    pub offline_ttl_ms: Millis,
+    /// A chat with history on keeps entries this long, delivered or not. Default and maximum
+    /// 90 days.
+    pub history_ttl_ms: Millis,
+    /// A device unseen this long is removed (its cursors stop holding back retention).
+    /// Default 30 days.
+    pub device_prune_ms: Millis,
+}
+
+/// One day in milliseconds.
+pub const DAY_MS: Millis = 24 * 60 * 60 * 1000;
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            offline_ttl_ms: 30 * DAY_MS,
+            history_ttl_ms: 90 * DAY_MS,
+            device_prune_ms: 30 * DAY_MS,
+        }
+    }
+}
+
+impl Retention {
+    /// Checks the ceilings: offline TTL ≤ 1 year, history TTL ≤ 90 days, all nonzero.
+    ///
+    /// # Errors
+    /// Names the first field out of range.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.offline_ttl_ms == 0 || self.offline_ttl_ms > 365 * DAY_MS {
+            return Err("offline_ttl_ms must be in 1 ms ..= 365 days");
+        }
+        if self.history_ttl_ms == 0 || self.history_ttl_ms > 90 * DAY_MS {
+            return Err("history_ttl_ms must be in 1 ms ..= 90 days");
+        }
+        if self.device_prune_ms == 0 {
+            return Err("device_prune_ms must be nonzero");
+        }
+        Ok(())
+    }
+}
+
+impl Message {
+    /// The idempotency key this message answers.
+    pub fn idempotency_key(&self) -> (UserId, DeviceId, u64) {
+        (self.sender, self.sender_device, self.client_msg_id)
+    }
+}
+
+impl Entry {
+    /// The entry's server time.
+    pub fn ts_ms(&self) -> Millis {
+        match self {
+            Self::Message(m) => m.ts_ms,
+            Self::Update(u) => u.ts_ms,
+        }
+    }
+}
