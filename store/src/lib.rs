@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod conformance;
+pub mod embedded;
 pub mod log;
 pub mod memory;
 pub mod model;

@@ -89,6 +89,9 @@ pub enum LogError {
     /// The options are inconsistent.
     #[error("invalid log options: {0}")]
     InvalidOptions(&'static str),
+    /// The log's owner refused the request (see [`super::Gate::admit`]); nothing was written.
+    #[error("append refused: {0}")]
+    Refused(super::gate::Refusal),
     /// The log was closed.
     #[error("log closed")]
     Closed,

@@ -18,10 +18,18 @@ pub(crate) enum Payloads {
     Many(Vec<Vec<u8>>),
 }
 
+impl Default for Payloads {
+    fn default() -> Self {
+        Self::Many(Vec::new())
+    }
+}
+
 /// Where the writer reports the outcome of one append request.
 pub(crate) enum Done {
     One(Replier<Lsn, LogError>),
     Many(Replier<Range<Lsn>, LogError>),
+    /// Called on the writer thread (the caller's own completion, e.g. with its error type).
+    Call(Box<dyn FnOnce(Result<Lsn, LogError>) + Send>),
 }
 
 /// One request to the writer thread.
@@ -87,6 +95,48 @@ impl LogHandle {
         self.send(request, rx)
     }
 
+    /// Appends one record and calls `then` on the writer thread with its LSN once it is
+    /// durable (or with the error). `then` must be quick: it runs before the next batch.
+    /// A request refused before it is queued calls `then` right here.
+    pub fn append_then(
+        &self,
+        payload: Vec<u8>,
+        then: impl FnOnce(Result<Lsn, LogError>) + Send + 'static,
+    ) {
+        if payload.len() > self.record_bytes_max {
+            let max = self.record_bytes_max;
+            then(Err(LogError::RecordTooLarge {
+                bytes: payload.len(),
+                max,
+            }));
+            return;
+        }
+        let framed_bytes = framed_bytes(payload.len());
+        let request = Request::Append {
+            payloads: Payloads::One(payload),
+            framed_bytes,
+            done: Done::Call(Box::new(then)),
+        };
+        if let Err(error) = self.tx.try_send(request) {
+            let (error, request) = match error {
+                TrySendError::Full(request) => (
+                    LogError::QueueFull {
+                        queue_requests_max: self.queue_requests_max,
+                    },
+                    request,
+                ),
+                TrySendError::Disconnected(request) => (LogError::Closed, request),
+            };
+            if let Request::Append {
+                done: Done::Call(then),
+                ..
+            } = request
+            {
+                then(Err(error));
+            }
+        }
+    }
+
     /// Appends records that get consecutive LSNs and become durable together; resolves to
     /// their LSNs once they are. At most `batch_records_max` records and `batch_bytes_max`
     /// framed bytes.
@@ -137,11 +187,7 @@ impl LogHandle {
             .map_err(|_| LogError::Closed)
     }
 
-    fn send<T>(
-        &self,
-        request: Request,
-        rx: Completion<T>,
-    ) -> Completion<T> {
+    fn send<T>(&self, request: Request, rx: Completion<T>) -> Completion<T> {
         match self.tx.try_send(request) {
             Ok(()) => rx,
             Err(TrySendError::Full(_)) => {

@@ -6,7 +6,8 @@
 //! Layout: [`format`] (the bytes on disk), `files` (creating, listing and syncing segment
 //! files), `recover` (opening: verify, cut a torn tail, [`Recovery::replay`]), `handle`
 //! ([`LogHandle`]: non-blocking appends from any thread), `writer` (the one writer thread:
-//! batching, one sync per batch, rollover, checkpoints), `options` ([`LogOptions`]).
+//! batching, one sync per batch, rollover, checkpoints), `gate` ([`Gate`]: the owner's hooks
+//! on the writer thread), `options` ([`LogOptions`]).
 //!
 //! Invariants:
 //! - LSNs are gap-free across segments: a record's LSN is its segment's first LSN plus its
@@ -32,6 +33,7 @@ pub mod format;
 
 mod error;
 mod files;
+mod gate;
 mod handle;
 mod options;
 mod recover;
@@ -41,6 +43,7 @@ use std::path::Path;
 use std::thread::JoinHandle;
 
 pub use error::LogError;
+pub use gate::{Gate, OpenGate, Refusal};
 pub use handle::{Completion, LogHandle};
 pub use options::{DataSync, LogOptions, SyncPolicy};
 pub use recover::Recovery;
@@ -63,10 +66,25 @@ impl Log {
     /// # Errors
     /// `InvalidOptions`; `Io`; `BadMagic`, `IncompatibleVersion` or `Corrupt` for a log this
     /// build must not open (nothing on disk is changed then).
-    pub fn open(dir: impl AsRef<Path>, mut options: LogOptions) -> Result<Self, LogError> {
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Self, LogError> {
+        Self::open_with(dir, options, |_| Ok::<_, LogError>(OpenGate))
+    }
+
+    /// Opens the log like [`Log::open`], then calls `make_gate` with what recovery found
+    /// (e.g. to replay the tail into an index) before the writer thread starts; the writer
+    /// calls the returned gate (see [`Gate`]).
+    ///
+    /// # Errors
+    /// As [`Log::open`], or whatever `make_gate` returns.
+    pub fn open_with<G: Gate, E: From<LogError>>(
+        dir: impl AsRef<Path>,
+        mut options: LogOptions,
+        make_gate: impl FnOnce(&Recovery) -> Result<G, E>,
+    ) -> Result<Self, E> {
         options.validate().map_err(LogError::InvalidOptions)?;
         let dir = dir.as_ref();
         let (recovery, tail) = recover::recover(dir, &mut options)?;
+        let gate = Box::new(make_gate(&recovery)?);
         let (tx, rx) = crossbeam_channel::bounded(options.queue_requests_max);
         let handle = LogHandle::new(tx, &options);
         let writer = writer::Writer::new(
@@ -75,6 +93,7 @@ impl Log {
             recovery.segments(),
             recovery.next_lsn(),
             tail,
+            gate,
         );
         let writer = std::thread::Builder::new()
             .name("log-writer".to_owned())

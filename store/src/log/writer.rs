@@ -21,6 +21,7 @@ use crossbeam_channel::Receiver;
 
 use super::files::{create_segment, segment_path, sync_dir};
 use super::format::encode_record;
+use super::gate::{Gate, Refusal};
 use super::handle::{Done, Payloads, Request};
 use super::recover::Tail;
 use super::{LogError, LogOptions, Lsn, SyncPolicy};
@@ -40,6 +41,7 @@ pub(crate) struct Writer {
     /// Set by the first failed write or sync; from then on every append fails.
     failed: Option<Arc<io::Error>>,
     buf: Vec<u8>,
+    gate: Box<dyn Gate>,
 }
 
 /// An append request taken off the queue, with the LSNs it was given.
@@ -47,6 +49,8 @@ struct Pending {
     payloads: Payloads,
     done: Done,
     lsns: Range<Lsn>,
+    /// Set when the gate refused the request: it is not written.
+    refused: Option<Refusal>,
 }
 
 impl Writer {
@@ -56,6 +60,7 @@ impl Writer {
         segments: &[Lsn],
         next_lsn: Lsn,
         tail: Tail,
+        gate: Box<dyn Gate>,
     ) -> Self {
         debug_assert_eq!(
             segments.last(),
@@ -74,6 +79,7 @@ impl Writer {
             next_lsn,
             failed: None,
             buf: Vec::with_capacity(options.batch_bytes_max),
+            gate,
         }
     }
 
@@ -100,6 +106,7 @@ impl Writer {
                         payloads,
                         done,
                         lsns: 0..0,
+                        refused: None,
                     });
                     carried = self.drain(rx, &mut batch, &mut bytes);
                     self.commit(&mut batch);
@@ -142,39 +149,64 @@ impl Writer {
                 payloads,
                 done,
                 lsns: 0..0,
+                refused: None,
             });
         }
         None
     }
 
-    /// Makes `batch` durable and completes its waiters (with `ReadOnly` if anything failed).
+    /// Makes `batch` durable, hands its records to the gate, and completes its waiters (with
+    /// `Refused` for what the gate refused, `ReadOnly` for everything if a write failed).
     fn commit(&mut self, batch: &mut Vec<Pending>) {
-        if self.failed.is_none()
-            && let Err(error) = self.write_batch(batch)
-        {
-            tracing::error!(
-                dir = %self.dir.display(),
-                %error,
-                "log: write or sync failed; the log is read-only until reopened and this \
-                 batch is not acknowledged"
-            );
-            self.failed = Some(Arc::new(error));
+        if self.failed.is_none() {
+            match self.write_batch(batch) {
+                Ok(first_lsn) => {
+                    let records = batch
+                        .iter_mut()
+                        .filter(|p| p.refused.is_none())
+                        .flat_map(|p| std::mem::take(&mut p.payloads).into_vec())
+                        .collect::<Vec<_>>();
+                    if !records.is_empty() {
+                        self.gate.durable(first_lsn, records);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(
+                        dir = %self.dir.display(),
+                        %error,
+                        "log: write or sync failed; the log is read-only until reopened and \
+                         this batch is not acknowledged"
+                    );
+                    self.failed = Some(Arc::new(error));
+                }
+            }
         }
         for pending in batch.drain(..) {
-            let outcome = match &self.failed {
-                Some(cause) => Err(cause.clone()),
-                None => Ok(pending.lsns),
+            let outcome = match (&self.failed, pending.refused) {
+                (Some(cause), _) => Err(LogError::ReadOnly {
+                    cause: cause.clone(),
+                }),
+                (None, Some(refusal)) => Err(LogError::Refused(refusal)),
+                (None, None) => Ok(pending.lsns),
             };
             pending.done.complete(outcome);
         }
     }
 
-    /// Writes and syncs every record of `batch`, rolling to a new segment where one fills up,
-    /// and gives each request its LSNs.
-    fn write_batch(&mut self, batch: &mut [Pending]) -> io::Result<()> {
+    /// Asks the gate about every request, writes and syncs every admitted record (rolling to
+    /// a new segment where one fills up), gives each its LSNs; returns the batch's first LSN.
+    fn write_batch(&mut self, batch: &mut [Pending]) -> io::Result<Lsn> {
         self.buf.clear();
-        let mut lsn = self.next_lsn;
+        let first_lsn = self.next_lsn;
+        let mut lsn = first_lsn;
+        let mut records: Vec<&[u8]> = Vec::new();
         for pending in batch.iter_mut() {
+            records.clear();
+            records.extend(pending.payloads.iter());
+            if let Err(refusal) = self.gate.admit(&records) {
+                pending.refused = Some(refusal);
+                continue;
+            }
             let start = lsn;
             for payload in pending.payloads.iter() {
                 let framed = super::format::framed_bytes(payload.len()) as u64;
@@ -189,9 +221,11 @@ impl Writer {
             }
             pending.lsns = start..lsn;
         }
-        self.flush_and_sync()?;
+        if lsn > first_lsn {
+            self.flush_and_sync()?;
+        }
         self.next_lsn = lsn;
-        Ok(())
+        Ok(first_lsn)
     }
 
     fn flush_and_sync(&mut self) -> io::Result<()> {
@@ -241,6 +275,13 @@ impl Payloads {
         }
     }
 
+    fn into_vec(self) -> Vec<Vec<u8>> {
+        match self {
+            Self::One(one) => vec![one],
+            Self::Many(many) => many,
+        }
+    }
+
     fn iter(&self) -> impl Iterator<Item = &[u8]> {
         let (one, many) = match self {
             Self::One(one) => (Some(one.as_slice()), &[][..]),
@@ -252,11 +293,11 @@ impl Payloads {
 
 impl Done {
     /// Tells the waiter; a waiter that stopped waiting is not an error.
-    fn complete(self, outcome: Result<Range<Lsn>, Arc<io::Error>>) {
-        let outcome = outcome.map_err(|cause| LogError::ReadOnly { cause });
+    fn complete(self, outcome: Result<Range<Lsn>, LogError>) {
         match self {
             Self::One(tx) => tx.send(outcome.map(|lsns| lsns.start)),
             Self::Many(tx) => tx.send(outcome),
+            Self::Call(then) => then(outcome.map(|lsns| lsns.start)),
         }
     }
 }

@@ -1,0 +1,217 @@
+//! Applying durable write batches to the index: the one place the index's rows change
+//! (with [`super::sweep`], which runs on the same thread).
+//!
+//! Owns the translation of each [`Mutation`] into rows (see [`super::layout`]). Runs on the
+//! applier thread, and at open on the opening thread for the log's tail, in LSN order. The
+//! writer thread's gate has already checked seqs and chat existence, so this trusts them.
+//!
+//! Invariant: applying is deterministic given the index state, so replaying the log from
+//! `apply_from` after a crash rebuilds exactly the state the lost applies would have made.
+
+use wire::ids::{ChatId, ChatKind, DeviceId, UserId};
+
+use super::codec::{Enc, encode_entry};
+use super::index::{self, Result, Txn, View};
+use super::layout::{self as l, ChatMeta};
+use crate::model::{
+    Change, Entry, Millis, Mutation, ReceiptKind, Role, SentRecord, Seq, Update, WriteBatch,
+};
+
+/// Applies one batch inside `txn`.
+pub(crate) fn apply_batch(txn: &mut Txn<'_>, batch: &WriteBatch, buf: &mut Vec<u8>) -> Result<()> {
+    for m in &batch.mutations {
+        match m {
+            Mutation::Append { chat, seq, entry } => append(txn, *chat, *seq, entry, buf)?,
+            Mutation::Cursor {
+                chat,
+                user,
+                device,
+                kind,
+                up_to_seq,
+            } => {
+                let read = *kind == ReceiptKind::Read;
+                advance_cursor(txn, *chat, *user, *device, *up_to_seq, read)?;
+            }
+            Mutation::DeviceSeen {
+                user,
+                device,
+                at_ms,
+            } => device_seen(txn, *user, *device, *at_ms)?,
+        }
+    }
+    Ok(())
+}
+
+fn append(
+    txn: &mut Txn<'_>,
+    chat: ChatId,
+    seq: Seq,
+    entry: &Entry,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    let mut meta = match index::chat_meta(txn, chat)? {
+        Some(meta) => meta,
+        None => create(txn, chat, entry),
+    };
+    meta.head = seq;
+    txn.put(l::chat(chat), meta.encode());
+    buf.clear();
+    encode_entry(&mut Enc(buf), entry);
+    txn.put(l::entry(chat, seq), buf.as_slice());
+    match entry {
+        Entry::Message(m) => {
+            let (user, device, client_msg_id) = m.idempotency_key();
+            let record = SentRecord {
+                chat,
+                seq,
+                server_msg_id: m.server_msg_id,
+                ts_ms: m.ts_ms,
+            };
+            txn.put(l::sent(user, device, client_msg_id), l::sent_value(&record));
+            txn.put(
+                l::sent_by_time(m.ts_ms, user, device, client_msg_id),
+                Vec::new(),
+            );
+        }
+        Entry::Update(update) => change_members(txn, chat, seq, update)?,
+    }
+    Ok(())
+}
+
+/// The row of a chat created by `first` (its seq-1 entry); founders become members.
+fn create(txn: &mut Txn<'_>, chat: ChatId, first: &Entry) -> ChatMeta {
+    let mut meta = ChatMeta {
+        name: String::new(),
+        history: false,
+        created_ms: first.ts_ms(),
+        head: 0,
+    };
+    if let (ChatKind::Direct, Some((a, b))) = (chat.kind(), chat.direct_users()) {
+        join(txn, chat, a, Role::Member, 1);
+        join(txn, chat, b, Role::Member, 1);
+    } else if let Entry::Update(Update {
+        change:
+            Change::Created {
+                name,
+                history,
+                members,
+            },
+        ..
+    }) = first
+    {
+        meta.name.clone_from(name);
+        meta.history = *history;
+        for &(user, role) in members {
+            join(txn, chat, user, role, 1);
+        }
+    }
+    meta
+}
+
+fn join(txn: &mut Txn<'_>, chat: ChatId, user: UserId, role: Role, seq: Seq) {
+    txn.put(l::member(chat, user), l::member_value(role, seq));
+    txn.delete(l::left(chat, user));
+    txn.put(l::user_chat(user, chat), vec![0]);
+}
+
+fn leave(txn: &mut Txn<'_>, chat: ChatId, user: UserId, seq: Seq) -> Result<()> {
+    if let Some((_, joined)) = index::member(txn, chat, user)? {
+        txn.delete(l::member(chat, user));
+        txn.put(l::left(chat, user), l::vars(&[joined, seq]));
+        txn.put(l::user_chat(user, chat), vec![1]);
+    }
+    Ok(())
+}
+
+fn change_members(txn: &mut Txn<'_>, chat: ChatId, seq: Seq, update: &Update) -> Result<()> {
+    match &update.change {
+        // Founders were added with the chat.
+        Change::Created { .. } => {}
+        Change::Added(users) => {
+            for &user in users {
+                if index::member(txn, chat, user)?.is_none() {
+                    join(txn, chat, user, Role::Member, seq);
+                }
+            }
+        }
+        Change::Removed(users) => {
+            for &user in users {
+                leave(txn, chat, user, seq)?;
+            }
+        }
+        Change::Left => leave(txn, chat, update.actor, seq)?,
+        Change::Promoted(users) => {
+            for &user in users {
+                if let Some((_, joined)) = index::member(txn, chat, user)? {
+                    txn.put(l::member(chat, user), l::member_value(Role::Admin, joined));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves a cursor forward (clamped to the head); `read` moves both cursors.
+fn advance_cursor(
+    txn: &mut Txn<'_>,
+    chat: ChatId,
+    user: UserId,
+    device: DeviceId,
+    up_to: Seq,
+    read: bool,
+) -> Result<()> {
+    let Some(meta) = index::chat_meta(txn, chat)? else {
+        // The gate refuses cursors for unknown chats; nothing to do if it is gone.
+        return Ok(());
+    };
+    let up_to = up_to.min(meta.head);
+    let (delivered, read_seq) = match index::cursor(txn, chat, user, device)? {
+        Some(c) => c,
+        None => (default_delivered(txn, chat, user)?, 0),
+    };
+    let new = (
+        delivered.max(up_to),
+        if read { read_seq.max(up_to) } else { read_seq },
+    );
+    if new != (delivered, read_seq) {
+        txn.put(l::cursor(chat, user, device), l::vars(&[new.0, new.1]));
+    }
+    Ok(())
+}
+
+/// What a device with no cursor row has delivered: everything before its user joined.
+pub(crate) fn default_delivered(v: &impl View, chat: ChatId, user: UserId) -> Result<Seq> {
+    if let Some((_, joined)) = index::member(v, chat, user)? {
+        return Ok(joined.saturating_sub(1));
+    }
+    Ok(index::lefts(v, chat)?
+        .into_iter()
+        .find(|(u, _, _)| *u == user)
+        .map_or(0, |(_, joined, _)| joined.saturating_sub(1)))
+}
+
+/// Registers a new device (cursors at the heads of its user's chats) or refreshes last-seen.
+fn device_seen(txn: &mut Txn<'_>, user: UserId, device: DeviceId, at: Millis) -> Result<()> {
+    let key = l::device(user, device);
+    if let Some(bytes) = txn.get(key.as_ref())? {
+        let [registered, seen] = l::read_vars(&bytes)?;
+        if at > seen {
+            txn.put(key, l::vars(&[registered, at]));
+        }
+        return Ok(());
+    }
+    txn.put(key, l::vars(&[at, at]));
+    for (chat, is_member) in index::user_chats(txn, user)? {
+        if !is_member {
+            continue;
+        }
+        if let Some(meta) = index::chat_meta(txn, chat)? {
+            let (delivered, read) = index::cursor(txn, chat, user, device)?.unwrap_or((0, 0));
+            txn.put(
+                l::cursor(chat, user, device),
+                l::vars(&[delivered.max(meta.head), read.max(meta.head)]),
+            );
+        }
+    }
+    Ok(())
+}

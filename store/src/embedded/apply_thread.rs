@@ -1,0 +1,268 @@
+//! The applier thread: applies durable log records to the index in LSN order, runs sweeps,
+//! and checkpoints (persist the index, then let the log drop the segments it covers).
+//!
+//! Owns `apply_from` (the next LSN to apply, stored in the index in the same atomic batch as
+//! the rows it covers) and the reader/writer rendezvous in [`Shared`]: the writer publishes
+//! `durable_next` before it acknowledges a batch, the applier publishes `applied_next` after
+//! each commit, and a read waits until `applied_next` reaches the `durable_next` it saw when it
+//! was issued, so it sees every write acknowledged before it (read-your-acknowledged-writes).
+//!
+//! Invariants: a log segment is deleted only after the index rows of all its records were
+//! persisted with `fsync`; an apply failure stops applying, is logged loudly, and from then on
+//! reads fail and writes are refused (the store must be reopened, which replays the log).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use fjall::{Database, Keyspace, PersistMode};
+
+use super::apply::apply_batch;
+use super::codec::decode_batch;
+use super::index::{IndexError, Txn};
+use super::layout as l;
+use super::sweep::sweep;
+use crate::StoreError;
+use crate::log::{LogHandle, Lsn};
+use crate::model::{Millis, Retention, SweepReport};
+use crate::reply::Replier;
+
+/// State shared by the writer's gate, the applier and the readers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// One past the last LSN acknowledged as durable.
+    pub(crate) durable_next: AtomicU64,
+    applied: Mutex<Applied>,
+    changed: Condvar,
+}
+
+#[derive(Debug)]
+struct Applied {
+    next: Lsn,
+    failure: Option<String>,
+}
+
+impl Shared {
+    pub(crate) fn new(next: Lsn) -> Self {
+        Self {
+            durable_next: AtomicU64::new(next),
+            applied: Mutex::new(Applied {
+                next,
+                failure: None,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Sets both LSNs at open, before any writer or reader runs.
+    pub(crate) fn start_at(&self, next: Lsn) {
+        self.durable_next
+            .store(next, std::sync::atomic::Ordering::Release);
+        self.set_applied(next);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
+        // A panic while holding this lock aborts the process (panic = "abort"), so a
+        // poisoned lock cannot be observed in release builds; tests recover the data.
+        self.applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Why the applier stopped, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.lock().failure.clone()
+    }
+
+    /// Blocks (on a reader thread) until everything durable at `target` is applied.
+    pub(crate) fn wait_applied(&self, target: Lsn) -> Result<(), StoreError> {
+        let mut applied = self.lock();
+        loop {
+            if let Some(reason) = &applied.failure {
+                return Err(StoreError::Unavailable(reason.clone()));
+            }
+            if applied.next >= target {
+                return Ok(());
+            }
+            applied = self
+                .changed
+                .wait(applied)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn set_applied(&self, next: Lsn) {
+        self.lock().next = next;
+        self.changed.notify_all();
+    }
+
+    fn fail(&self, reason: String) {
+        self.lock().failure = Some(reason);
+        self.changed.notify_all();
+    }
+}
+
+/// Messages to the applier thread.
+pub(crate) enum ToApplier {
+    /// Records `first_lsn..` are durable.
+    Apply {
+        first_lsn: Lsn,
+        records: Vec<Vec<u8>>,
+    },
+    /// Run retention as of `now`.
+    Sweep {
+        now: Millis,
+        reply: Replier<SweepReport, StoreError>,
+    },
+}
+
+/// When the applier checkpoints.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckpointPolicy {
+    /// After this many record bytes applied since the last checkpoint.
+    pub(crate) bytes: u64,
+    /// Or after this long with anything applied.
+    pub(crate) interval: Duration,
+}
+
+/// The applier thread's state.
+pub(crate) struct Applier {
+    pub(crate) db: Database,
+    pub(crate) ks: Keyspace,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) log: LogHandle,
+    pub(crate) retention: Retention,
+    pub(crate) policy: CheckpointPolicy,
+    /// The next LSN to apply.
+    pub(crate) next: Lsn,
+}
+
+impl Applier {
+    /// Serves messages until every sender is gone, then checkpoints a last time.
+    pub(crate) fn run(mut self, rx: &Receiver<ToApplier>) {
+        let mut since_checkpoint = 0u64;
+        let mut last_checkpoint = Instant::now();
+        let mut buf = Vec::new();
+        loop {
+            let message = match rx.recv_timeout(self.policy.interval) {
+                Ok(message) => message,
+                Err(RecvTimeoutError::Timeout) => {
+                    if since_checkpoint > 0 {
+                        self.checkpoint();
+                        since_checkpoint = 0;
+                        last_checkpoint = Instant::now();
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let outcome = match message {
+                ToApplier::Apply { first_lsn, records } => {
+                    since_checkpoint += records.iter().map(|r| r.len() as u64).sum::<u64>();
+                    self.apply(first_lsn, &records, rx, &mut since_checkpoint, &mut buf)
+                }
+                ToApplier::Sweep { now, reply } => {
+                    let mut txn = Txn::new(&self.db, &self.ks);
+                    match sweep(&mut txn, &self.retention, now) {
+                        Ok(report) => {
+                            reply.send(Ok(report));
+                            Ok(())
+                        }
+                        Err(error) => {
+                            reply.send(Err(StoreError::Unavailable(error.to_string())));
+                            Err(error)
+                        }
+                    }
+                }
+            };
+            if let Err(error) = outcome {
+                let reason = format!("applying to the index failed: {error}");
+                tracing::error!(%reason, "store: the index stopped; reopen the store to replay the log");
+                self.shared.fail(reason);
+                return;
+            }
+            if since_checkpoint >= self.policy.bytes
+                || (since_checkpoint > 0 && last_checkpoint.elapsed() >= self.policy.interval)
+            {
+                self.checkpoint();
+                since_checkpoint = 0;
+                last_checkpoint = Instant::now();
+            }
+        }
+        if self.shared.failure().is_none() {
+            self.checkpoint();
+        }
+    }
+
+    /// Applies `records` and whatever else is queued (up to a bound) as one index batch.
+    fn apply(
+        &mut self,
+        first_lsn: Lsn,
+        records: &[Vec<u8>],
+        rx: &Receiver<ToApplier>,
+        since_checkpoint: &mut u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), IndexError> {
+        let mut txn = Txn::new(&self.db, &self.ks);
+        apply_records(&mut txn, &mut self.next, first_lsn, records, buf)?;
+        // Coalesce queued batches into this index batch; a sweep waits for the next turn.
+        let mut deferred = None;
+        while txn.len() < 65_536 {
+            match rx.try_recv() {
+                Ok(ToApplier::Apply { first_lsn, records }) => {
+                    *since_checkpoint += records.iter().map(|r| r.len() as u64).sum::<u64>();
+                    apply_records(&mut txn, &mut self.next, first_lsn, &records, buf)?;
+                }
+                Ok(other) => {
+                    deferred = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        txn.put(l::APPLY_FROM, l::vars(&[self.next]));
+        txn.commit()?;
+        self.shared.set_applied(self.next);
+        if let Some(ToApplier::Sweep { now, reply }) = deferred {
+            let mut txn = Txn::new(&self.db, &self.ks);
+            let report = sweep(&mut txn, &self.retention, now);
+            match report {
+                Ok(report) => reply.send(Ok(report)),
+                Err(error) => {
+                    reply.send(Err(StoreError::Unavailable(error.to_string())));
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Persists the index, then tells the log it may drop what the index now holds.
+    fn checkpoint(&self) {
+        if let Err(error) = self.db.persist(PersistMode::SyncAll) {
+            // Not fatal: the log keeps its segments, and the next checkpoint tries again.
+            tracing::warn!(%error, "store: persisting the index failed; keeping the log");
+            return;
+        }
+        // The writer deletes the segments; we do not wait for it.
+        drop(self.log.checkpoint(self.next));
+    }
+}
+
+/// Applies `records` (LSNs `first_lsn..`) and advances `next` past them.
+fn apply_records(
+    txn: &mut Txn<'_>,
+    next: &mut Lsn,
+    first_lsn: Lsn,
+    records: &[Vec<u8>],
+    buf: &mut Vec<u8>,
+) -> Result<(), IndexError> {
+    debug_assert_eq!(first_lsn, *next, "records arrive in LSN order");
+    for record in records {
+        let batch = decode_batch(record)?;
+        apply_batch(txn, &batch, buf)?;
+        *next += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! The writer thread's check of every write batch, and its hand-off to the applier.
+//!
+//! Owns the only copy of every chat's head that is exact at append time: the writer thread
+//! admits batches in queue order, so checking "seq == head + 1" here, before the record is
+//! written, makes the log itself gap-free per chat without any lock. The map holds one
+//! entry per chat (about 40 bytes each); it is rebuilt from the index at open.
+//!
+//! Invariants: an admitted batch's appends were each exactly head + 1 and its cursors named
+//! existing chats; a refused batch leaves the map as it was. After the applier failed, every
+//! batch is refused (the index can no longer serve reads that match the log).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::Sender;
+use wire::ids::{ChatId, ChatKind};
+
+use super::apply_thread::{Shared, ToApplier};
+use super::codec::{Claim, decode_claims};
+use crate::StoreError;
+use crate::log::{Gate, Lsn, Refusal};
+use crate::model::Seq;
+
+/// Checks appends against chat heads; forwards durable records to the applier.
+pub(crate) struct SeqGate {
+    heads: HashMap<ChatId, Seq>,
+    claims: Vec<Claim>,
+    /// Heads changed by the batch being checked (rolled back if it is refused).
+    staged: Vec<(ChatId, Seq)>,
+    applier: Sender<ToApplier>,
+    shared: Arc<Shared>,
+}
+
+impl SeqGate {
+    pub(crate) fn new(
+        heads: HashMap<ChatId, Seq>,
+        applier: Sender<ToApplier>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            heads,
+            claims: Vec::new(),
+            staged: Vec::new(),
+            applier,
+            shared,
+        }
+    }
+
+    fn head(&self, chat: ChatId) -> Seq {
+        // A chat changed earlier in this batch wins over the committed map.
+        self.staged
+            .iter()
+            .rev()
+            .find(|(c, _)| *c == chat)
+            .map_or_else(|| self.heads.get(&chat).copied().unwrap_or(0), |(_, h)| *h)
+    }
+
+    fn check(&mut self, record: &[u8]) -> Result<(), StoreError> {
+        decode_claims(record, &mut self.claims).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        for i in 0..self.claims.len() {
+            match self.claims[i] {
+                Claim::Append {
+                    chat,
+                    seq,
+                    creates_group,
+                } => {
+                    let head = self.head(chat);
+                    if head == 0 && seq != 1 {
+                        return Err(StoreError::UnknownChat(chat));
+                    }
+                    if seq != head + 1 {
+                        return Err(StoreError::SeqConflict {
+                            chat,
+                            expected: head + 1,
+                            got: seq,
+                        });
+                    }
+                    check_creation(chat, seq, creates_group)?;
+                    self.staged.push((chat, seq));
+                }
+                Claim::Cursor { chat } => {
+                    if self.head(chat) == 0 {
+                        return Err(StoreError::UnknownChat(chat));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A group starts with `Created` at seq 1; nothing else may be `Created`.
+fn check_creation(chat: ChatId, seq: Seq, creates_group: bool) -> Result<(), StoreError> {
+    match (chat.kind(), seq == 1, creates_group) {
+        (ChatKind::Group, true, false) => Err(StoreError::UnknownChat(chat)),
+        (ChatKind::Direct, _, true) => Err(StoreError::Invalid(
+            "a direct chat is not created with Created".into(),
+        )),
+        (ChatKind::Group, false, true) => Err(StoreError::Invalid(
+            "Created is only the first entry of a group".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Gate for SeqGate {
+    fn admit(&mut self, records: &[&[u8]]) -> Result<(), Refusal> {
+        if let Some(reason) = self.shared.failure() {
+            return Err(Box::new(StoreError::Unavailable(reason)));
+        }
+        self.staged.clear();
+        for record in records {
+            if let Err(error) = self.check(record) {
+                self.staged.clear();
+                return Err(Box::new(error));
+            }
+        }
+        for (chat, head) in self.staged.drain(..) {
+            self.heads.insert(chat, head);
+        }
+        Ok(())
+    }
+
+    fn durable(&mut self, first_lsn: Lsn, records: Vec<Vec<u8>>) {
+        let next = first_lsn + records.len() as u64;
+        // A blocking send on the writer thread: if the applier falls behind by a whole queue,
+        // acknowledgements wait for it (backpressure) rather than memory growing.
+        if self
+            .applier
+            .send(ToApplier::Apply { first_lsn, records })
+            .is_err()
+        {
+            tracing::error!("store: the applier thread is gone; reads will not see new writes");
+        }
+        self.shared.durable_next.store(next, Ordering::Release);
+    }
+}

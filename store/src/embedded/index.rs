@@ -1,0 +1,232 @@
+//! Access to the fjall index: a read view ([`Snap`], a consistent snapshot for reader
+//! threads) and a write transaction ([`Txn`], the applier's overlay over one atomic batch),
+//! behind one [`View`] trait so the queries in this module serve both.
+//!
+//! Owns read-modify-write consistency for the applier: a [`Txn`] sees its own uncommitted
+//! puts and deletes (point reads and prefix scans merge the overlay), and commits them as one
+//! fjall batch, so a crash leaves the index at a batch boundary (with `apply_from` in the same
+//! batch saying which).
+
+use std::collections::BTreeMap;
+
+use fjall::{Database, Keyspace, Readable, Slice, Snapshot};
+use wire::ids::{ChatId, DeviceId, UserId};
+
+use super::codec::CodecError;
+use super::layout::{self as l, ChatMeta, KeyParts};
+use crate::model::{Member, Role, Seq};
+
+/// Why an index operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IndexError {
+    #[error("index engine: {0}")]
+    Engine(#[from] fjall::Error),
+    #[error("index row: {0}")]
+    Codec(#[from] CodecError),
+}
+
+pub(crate) type Result<T> = std::result::Result<T, IndexError>;
+
+/// Read access to the index.
+pub(crate) trait View {
+    fn get(&self, key: &[u8]) -> Result<Option<Slice>>;
+    /// Every row whose key starts with `prefix`, in key order.
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Slice, Slice)>>;
+}
+
+/// A consistent snapshot for one read.
+pub(crate) struct Snap<'a> {
+    pub(crate) snapshot: Snapshot,
+    pub(crate) ks: &'a Keyspace,
+}
+
+impl<'a> Snap<'a> {
+    pub(crate) fn new(db: &Database, ks: &'a Keyspace) -> Self {
+        Self {
+            snapshot: db.snapshot(),
+            ks,
+        }
+    }
+}
+
+impl View for Snap<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Slice>> {
+        Ok(self.snapshot.get(self.ks, key)?)
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Slice, Slice)>> {
+        let mut rows = Vec::new();
+        for guard in self.snapshot.prefix(self.ks, prefix) {
+            rows.push(guard.into_inner()?);
+        }
+        Ok(rows)
+    }
+}
+
+/// The applier's transaction: buffered puts and deletes over the committed index.
+pub(crate) struct Txn<'a> {
+    db: &'a Database,
+    ks: &'a Keyspace,
+    overlay: BTreeMap<Vec<u8>, Option<Slice>>,
+}
+
+impl<'a> Txn<'a> {
+    pub(crate) fn new(db: &'a Database, ks: &'a Keyspace) -> Self {
+        Self {
+            db,
+            ks,
+            overlay: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn put(&mut self, key: impl AsRef<[u8]>, value: impl Into<Slice>) {
+        self.overlay
+            .insert(key.as_ref().to_vec(), Some(value.into()));
+    }
+
+    pub(crate) fn delete(&mut self, key: impl AsRef<[u8]>) {
+        self.overlay.insert(key.as_ref().to_vec(), None);
+    }
+
+    /// The keyspace under the overlay (for streaming scans of rows this txn did not write).
+    pub(crate) fn keyspace(&self) -> &'a Keyspace {
+        self.ks
+    }
+
+    /// Buffered changes.
+    pub(crate) fn len(&self) -> usize {
+        self.overlay.len()
+    }
+
+    /// Writes every buffered change as one atomic batch (not synced: the log is durable, and
+    /// checkpoints persist the index before they let log segments go).
+    pub(crate) fn commit(&mut self) -> Result<()> {
+        if self.overlay.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.db.batch();
+        for (key, value) in std::mem::take(&mut self.overlay) {
+            match value {
+                Some(value) => batch.insert(self.ks, key, value),
+                None => batch.remove(self.ks, key),
+            }
+        }
+        batch.commit()?;
+        Ok(())
+    }
+}
+
+impl View for Txn<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Slice>> {
+        match self.overlay.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => Ok(self.ks.get(key)?),
+        }
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Slice, Slice)>> {
+        let mut merged: BTreeMap<Vec<u8>, Option<Slice>> = BTreeMap::new();
+        for guard in self.ks.prefix(prefix) {
+            let (k, v) = guard.into_inner()?;
+            merged.insert(k.to_vec(), Some(v));
+        }
+        for (k, v) in self
+            .overlay
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            merged.insert(k.clone(), v.clone());
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (Slice::from(k), v)))
+            .collect())
+    }
+}
+
+/// A chat's row, if the chat exists.
+pub(crate) fn chat_meta(v: &impl View, chat: ChatId) -> Result<Option<ChatMeta>> {
+    Ok(match v.get(l::chat(chat).as_ref())? {
+        Some(bytes) => Some(ChatMeta::decode(&bytes)?),
+        None => None,
+    })
+}
+
+/// The lowest retained seq of a chat (1 if nothing was removed).
+pub(crate) fn floor(v: &impl View, chat: ChatId) -> Result<Seq> {
+    Ok(match v.get(l::floor(chat).as_ref())? {
+        Some(bytes) => l::read_vars::<1>(&bytes)?[0],
+        None => 1,
+    })
+}
+
+/// Current members, by user id.
+pub(crate) fn members(v: &impl View, chat: ChatId) -> Result<Vec<Member>> {
+    let mut out = Vec::new();
+    for (key, value) in v.scan(l::members(chat).as_ref())? {
+        let user = KeyParts::new(&key, ChatId::SIZE)?.user()?;
+        let (role, joined_seq) = l::read_member(&value)?;
+        out.push(Member {
+            user,
+            role,
+            joined_seq,
+        });
+    }
+    Ok(out)
+}
+
+/// One current member's row.
+pub(crate) fn member(v: &impl View, chat: ChatId, user: UserId) -> Result<Option<(Role, Seq)>> {
+    Ok(match v.get(l::member(chat, user).as_ref())? {
+        Some(bytes) => Some(l::read_member(&bytes)?),
+        None => None,
+    })
+}
+
+/// Former members still owed entries: (user, joined seq, left seq).
+pub(crate) fn lefts(v: &impl View, chat: ChatId) -> Result<Vec<(UserId, Seq, Seq)>> {
+    let mut out = Vec::new();
+    for (key, value) in v.scan(l::lefts(chat).as_ref())? {
+        let user = KeyParts::new(&key, ChatId::SIZE)?.user()?;
+        let [joined, left] = l::read_vars(&value)?;
+        out.push((user, joined, left));
+    }
+    Ok(out)
+}
+
+/// A user's devices: (device, registered, last seen).
+pub(crate) fn devices(v: &impl View, user: UserId) -> Result<Vec<(DeviceId, u64, u64)>> {
+    let mut out = Vec::new();
+    for (key, value) in v.scan(l::devices(user).as_ref())? {
+        let device = KeyParts::new(&key, UserId::SIZE)?.device()?;
+        let [registered, seen] = l::read_vars(&value)?;
+        out.push((device, registered, seen));
+    }
+    Ok(out)
+}
+
+/// One device's cursor row in one chat: (delivered, read).
+pub(crate) fn cursor(
+    v: &impl View,
+    chat: ChatId,
+    user: UserId,
+    device: DeviceId,
+) -> Result<Option<(Seq, Seq)>> {
+    Ok(match v.get(l::cursor(chat, user, device).as_ref())? {
+        Some(bytes) => {
+            let [d, r] = l::read_vars(&bytes)?;
+            Some((d, r))
+        }
+        None => None,
+    })
+}
+
+/// The chats of a user: (chat, is current member).
+pub(crate) fn user_chats(v: &impl View, user: UserId) -> Result<Vec<(ChatId, bool)>> {
+    let mut out = Vec::new();
+    for (key, value) in v.scan(l::user_chats(user).as_ref())? {
+        let chat = KeyParts::new(&key, UserId::SIZE)?.chat()?;
+        out.push((chat, value.first() == Some(&0)));
+    }
+    Ok(out)
+}

@@ -1,0 +1,259 @@
+//! The embedded index's key space: one fjall keyspace, one prefix byte per table.
+//!
+//! Owns every key and value shape in the index (`docs/ARCHITECTURE.md` lists them). Keys are
+//! big-endian fixed-size ids, so a prefix scan returns rows in id order and a chat's entries
+//! in seq order. Values use [`super::codec`].
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `c` | chat | [`ChatMeta`] |
+//! | `f` | chat | floor: the lowest retained seq (absent = 1) |
+//! | `e` | chat, seq | an encoded [`crate::model::Entry`] |
+//! | `m` | chat, user | current member: role, joined seq |
+//! | `l` | chat, user | former member: joined seq, left seq (until its devices have it) |
+//! | `u` | user, chat | the user's chats: 0 member, 1 former member |
+//! | `k` | chat, user, device | cursor: delivered, read |
+//! | `d` | user, device | device: registered, last seen |
+//! | `s` | user, device, client_msg_id | idempotency answer: chat, seq, msg id, ts |
+//! | `t` | ts, user, device, client_msg_id | expiry index of `s` |
+//! | `z` | name | store metadata (`apply_from`: the next LSN to apply) |
+
+use wire::ids::{ChatId, DeviceId, MessageId, UserId};
+
+use super::codec::{CodecError, Dec, Enc};
+use crate::model::{Millis, Role, SentRecord, Seq};
+
+pub(crate) const CHAT: u8 = b'c';
+pub(crate) const FLOOR: u8 = b'f';
+pub(crate) const ENTRY: u8 = b'e';
+pub(crate) const MEMBER: u8 = b'm';
+pub(crate) const LEFT: u8 = b'l';
+pub(crate) const USER_CHAT: u8 = b'u';
+pub(crate) const CURSOR: u8 = b'k';
+pub(crate) const DEVICE: u8 = b'd';
+pub(crate) const SENT: u8 = b's';
+pub(crate) const SENT_BY_TIME: u8 = b't';
+
+/// The metadata key holding the next LSN to apply.
+pub(crate) const APPLY_FROM: &[u8] = b"zapply_from";
+
+/// A key built on the stack (the longest is 41 bytes).
+#[derive(Clone, Copy)]
+pub(crate) struct Key {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Key {
+    pub(crate) fn new(prefix: u8) -> Self {
+        let mut buf = [0; 48];
+        buf[0] = prefix;
+        Self { buf, len: 1 }
+    }
+
+    pub(crate) fn with(mut self, part: &[u8]) -> Self {
+        self.buf[self.len..self.len + part.len()].copy_from_slice(part);
+        self.len += part.len();
+        self
+    }
+
+    pub(crate) fn seq(self, seq: Seq) -> Self {
+        self.with(&seq.to_be_bytes())
+    }
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+pub(crate) fn chat(c: ChatId) -> Key {
+    Key::new(CHAT).with(c.as_bytes())
+}
+
+pub(crate) fn floor(c: ChatId) -> Key {
+    Key::new(FLOOR).with(c.as_bytes())
+}
+
+pub(crate) fn entry(c: ChatId, seq: Seq) -> Key {
+    Key::new(ENTRY).with(c.as_bytes()).seq(seq)
+}
+
+pub(crate) fn member(c: ChatId, u: UserId) -> Key {
+    Key::new(MEMBER).with(c.as_bytes()).with(u.as_bytes())
+}
+
+pub(crate) fn members(c: ChatId) -> Key {
+    Key::new(MEMBER).with(c.as_bytes())
+}
+
+pub(crate) fn left(c: ChatId, u: UserId) -> Key {
+    Key::new(LEFT).with(c.as_bytes()).with(u.as_bytes())
+}
+
+pub(crate) fn lefts(c: ChatId) -> Key {
+    Key::new(LEFT).with(c.as_bytes())
+}
+
+pub(crate) fn user_chat(u: UserId, c: ChatId) -> Key {
+    Key::new(USER_CHAT).with(u.as_bytes()).with(c.as_bytes())
+}
+
+pub(crate) fn user_chats(u: UserId) -> Key {
+    Key::new(USER_CHAT).with(u.as_bytes())
+}
+
+pub(crate) fn cursor(c: ChatId, u: UserId, d: DeviceId) -> Key {
+    Key::new(CURSOR)
+        .with(c.as_bytes())
+        .with(u.as_bytes())
+        .with(d.as_bytes())
+}
+
+pub(crate) fn cursors(c: ChatId) -> Key {
+    Key::new(CURSOR).with(c.as_bytes())
+}
+
+pub(crate) fn device(u: UserId, d: DeviceId) -> Key {
+    Key::new(DEVICE).with(u.as_bytes()).with(d.as_bytes())
+}
+
+pub(crate) fn devices(u: UserId) -> Key {
+    Key::new(DEVICE).with(u.as_bytes())
+}
+
+pub(crate) fn sent(u: UserId, d: DeviceId, client_msg_id: u64) -> Key {
+    Key::new(SENT)
+        .with(u.as_bytes())
+        .with(d.as_bytes())
+        .with(&client_msg_id.to_be_bytes())
+}
+
+pub(crate) fn sent_by_time(ts: Millis, u: UserId, d: DeviceId, client_msg_id: u64) -> Key {
+    Key::new(SENT_BY_TIME)
+        .with(&ts.to_be_bytes())
+        .with(u.as_bytes())
+        .with(d.as_bytes())
+        .with(&client_msg_id.to_be_bytes())
+}
+
+/// Splits a key after its prefix byte into fixed parts.
+pub(crate) struct KeyParts<'a>(Dec<'a>);
+
+impl<'a> KeyParts<'a> {
+    /// Parts of `key` after its prefix byte and `skip` more bytes.
+    pub(crate) fn new(key: &'a [u8], skip: usize) -> Result<Self, CodecError> {
+        let rest = key.get(1 + skip..).ok_or(CodecError("short key"))?;
+        Ok(Self(Dec(rest)))
+    }
+
+    pub(crate) fn chat(&mut self) -> Result<ChatId, CodecError> {
+        self.0.chat()
+    }
+
+    pub(crate) fn user(&mut self) -> Result<UserId, CodecError> {
+        self.0.user()
+    }
+
+    pub(crate) fn device(&mut self) -> Result<DeviceId, CodecError> {
+        self.0.device()
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, CodecError> {
+        Ok(u64::from_be_bytes(self.0.array()?))
+    }
+}
+
+/// A chat's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChatMeta {
+    pub(crate) name: String,
+    pub(crate) history: bool,
+    pub(crate) created_ms: Millis,
+    pub(crate) head: Seq,
+}
+
+impl ChatMeta {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.name.len());
+        let mut e = Enc(&mut out);
+        e.bytes(self.name.as_bytes());
+        e.u8(u8::from(self.history));
+        e.var(self.created_ms);
+        e.var(self.head);
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let mut d = Dec(bytes);
+        let name = std::str::from_utf8(d.bytes()?)
+            .map_err(|_| CodecError("chat name"))?
+            .to_owned();
+        let meta = Self {
+            name,
+            history: d.u8()? != 0,
+            created_ms: d.var()?,
+            head: d.var()?,
+        };
+        d.end()?;
+        Ok(meta)
+    }
+}
+
+/// Encodes a sequence of varints (floors, cursors, devices, member rows).
+pub(crate) fn vars(values: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 4);
+    let mut e = Enc(&mut out);
+    for &v in values {
+        e.var(v);
+    }
+    out
+}
+
+/// Decodes exactly `N` varints.
+pub(crate) fn read_vars<const N: usize>(bytes: &[u8]) -> Result<[u64; N], CodecError> {
+    let mut d = Dec(bytes);
+    let mut out = [0; N];
+    for v in &mut out {
+        *v = d.var()?;
+    }
+    d.end()?;
+    Ok(out)
+}
+
+/// A member row: role, joined seq.
+pub(crate) fn member_value(role: Role, joined: Seq) -> Vec<u8> {
+    vars(&[u64::from(role.raw()), joined])
+}
+
+pub(crate) fn read_member(bytes: &[u8]) -> Result<(Role, Seq), CodecError> {
+    let [role, joined] = read_vars(bytes)?;
+    let role = u8::try_from(role)
+        .ok()
+        .and_then(Role::from_raw)
+        .ok_or(CodecError("role"))?;
+    Ok((role, joined))
+}
+
+pub(crate) fn sent_value(r: &SentRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    let mut e = Enc(&mut out);
+    e.raw(r.chat.as_bytes());
+    e.var(r.seq);
+    e.raw(r.server_msg_id.as_bytes());
+    e.var(r.ts_ms);
+    out
+}
+
+pub(crate) fn read_sent(bytes: &[u8]) -> Result<SentRecord, CodecError> {
+    let mut d = Dec(bytes);
+    let record = SentRecord {
+        chat: d.chat()?,
+        seq: d.var()?,
+        server_msg_id: MessageId::from_bytes(d.array()?).ok_or(CodecError("msg id"))?,
+        ts_ms: d.var()?,
+    };
+    d.end()?;
+    Ok(record)
+}

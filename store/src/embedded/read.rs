@@ -1,0 +1,276 @@
+//! Reads: a small pool of reader threads serving [`crate::Store`] queries from index
+//! snapshots, so executor threads never touch the disk.
+//!
+//! Owns the read side of read-your-acknowledged-writes: a query is tagged with the
+//! `durable_next` LSN at submission and waits (on its reader thread) until the applier has
+//! applied that far. Each query reads one consistent snapshot.
+
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use fjall::{Database, Keyspace, Readable};
+use wire::ids::{ChatId, DeviceId, UserId};
+
+use super::apply::default_delivered;
+use super::apply_thread::Shared;
+use super::codec::decode_entry;
+use super::index::{self, IndexError, Snap, View};
+use super::layout::{self as l, KeyParts};
+use crate::StoreError;
+use crate::model::{ChatState, Device, DeviceCursor, Entry, LogPage, SentRecord, Seq, SyncChat};
+use crate::reply::Reply;
+
+/// A query, run on a reader thread.
+pub(crate) type Job = Box<dyn FnOnce(&Reader) + Send>;
+
+/// What a reader thread holds.
+pub(crate) struct Reader {
+    pub(crate) db: Database,
+    pub(crate) ks: Keyspace,
+}
+
+/// Submits queries to the reader threads.
+pub(crate) struct Readers {
+    tx: Option<Sender<Job>>,
+    shared: Arc<Shared>,
+}
+
+impl Readers {
+    pub(crate) fn new(tx: Sender<Job>, shared: Arc<Shared>) -> Self {
+        Self {
+            tx: Some(tx),
+            shared,
+        }
+    }
+
+    /// Stops taking queries; the reader threads end after the queued ones.
+    pub(crate) fn close(&mut self) {
+        self.tx = None;
+    }
+
+    /// Runs `query` on a reader thread once every write acknowledged so far is applied.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Snap<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Reply<T, StoreError> {
+        let Some(tx) = &self.tx else {
+            return Reply::ready(Err(StoreError::Closed));
+        };
+        let (replier, reply) = Reply::channel();
+        let target = self
+            .shared
+            .durable_next
+            .load(std::sync::atomic::Ordering::Acquire);
+        let shared = self.shared.clone();
+        let job: Job = Box::new(move |reader: &Reader| {
+            let result = shared.wait_applied(target).and_then(|()| {
+                let snap = Snap::new(&reader.db, &reader.ks);
+                query(&snap)
+            });
+            replier.send(result);
+        });
+        match tx.try_send(job) {
+            Ok(()) => reply,
+            Err(TrySendError::Full(_)) => {
+                Reply::ready(Err(StoreError::Overloaded("the read queue is full".into())))
+            }
+            Err(TrySendError::Disconnected(_)) => Reply::ready(Err(StoreError::Closed)),
+        }
+    }
+}
+
+/// A reader thread's loop.
+pub(crate) fn serve(reader: &Reader, rx: &Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        job(reader);
+    }
+}
+
+pub(crate) fn chat(v: &impl View, chat: ChatId) -> Result<Option<ChatState>, IndexError> {
+    let Some(meta) = index::chat_meta(v, chat)? else {
+        return Ok(None);
+    };
+    Ok(Some(ChatState {
+        chat,
+        kind: chat.kind(),
+        name: meta.name,
+        history: meta.history,
+        created_ms: meta.created_ms,
+        head: meta.head,
+        floor: index::floor(v, chat)?.min(meta.head + 1),
+        members: index::members(v, chat)?,
+    }))
+}
+
+pub(crate) fn sent(
+    v: &impl View,
+    user: UserId,
+    device: DeviceId,
+    client_msg_id: u64,
+) -> Result<Option<SentRecord>, IndexError> {
+    Ok(
+        match v.get(l::sent(user, device, client_msg_id).as_ref())? {
+            Some(bytes) => Some(l::read_sent(&bytes)?),
+            None => None,
+        },
+    )
+}
+
+pub(crate) fn sync_plan(
+    v: &impl View,
+    user: UserId,
+    device: DeviceId,
+) -> Result<Vec<SyncChat>, IndexError> {
+    let mut out = Vec::new();
+    for (chat, is_member) in index::user_chats(v, user)? {
+        let Some(meta) = index::chat_meta(v, chat)? else {
+            continue;
+        };
+        let until_seq = if is_member {
+            meta.head
+        } else {
+            match index::lefts(v, chat)?
+                .into_iter()
+                .find(|(u, _, _)| *u == user)
+            {
+                Some((_, _, left)) => left,
+                None => continue,
+            }
+        };
+        let (delivered_seq, read_seq) = match index::cursor(v, chat, user, device)? {
+            Some(c) => c,
+            None => (default_delivered(v, chat, user)?, 0),
+        };
+        if delivered_seq < until_seq {
+            out.push(SyncChat {
+                chat,
+                delivered_seq,
+                read_seq,
+                until_seq,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `Ok(None)` for an unknown chat.
+pub(crate) fn read_log(
+    snap: &Snap<'_>,
+    chat: ChatId,
+    after: Seq,
+    until: Seq,
+    limit: usize,
+) -> Result<Option<LogPage>, IndexError> {
+    let Some(meta) = index::chat_meta(snap, chat)? else {
+        return Ok(None);
+    };
+    let until = until.min(meta.head);
+    let floor = index::floor(snap, chat)?;
+    let mut page = LogPage::default();
+    if after >= until {
+        return Ok(Some(page));
+    }
+    if after + 1 < floor {
+        page.truncated = Some((after + 1, (floor - 1).min(until)));
+    }
+    let from = (after + 1).max(floor);
+    if from > until {
+        return Ok(Some(page));
+    }
+    let range = l::entry(chat, from)..=l::entry(chat, until);
+    for guard in snap.snapshot.range(snap.ks, range) {
+        if page.entries.len() == limit {
+            page.more = true;
+            break;
+        }
+        let (key, value) = guard.into_inner()?;
+        let seq = KeyParts::new(&key, ChatId::SIZE)?.u64()?;
+        page.entries.push((seq, decode_entry(&value)?));
+    }
+    Ok(Some(page))
+}
+
+/// `Ok(None)` for an unknown chat.
+pub(crate) fn history(
+    snap: &Snap<'_>,
+    chat: ChatId,
+    before: Seq,
+    limit: usize,
+) -> Result<Option<LogPage>, IndexError> {
+    let Some(meta) = index::chat_meta(snap, chat)? else {
+        return Ok(None);
+    };
+    let end = if before == 0 { meta.head + 1 } else { before };
+    let floor = index::floor(snap, chat)?;
+    let mut page = LogPage::default();
+    if end <= floor {
+        return Ok(Some(page));
+    }
+    let range = l::entry(chat, floor)..l::entry(chat, end);
+    for guard in snap.snapshot.range(snap.ks, range).rev() {
+        let (key, value) = guard.into_inner()?;
+        let entry = decode_entry(&value)?;
+        if !matches!(entry, Entry::Message(_)) {
+            continue;
+        }
+        if page.entries.len() == limit {
+            page.more = true;
+            break;
+        }
+        let seq = KeyParts::new(&key, ChatId::SIZE)?.u64()?;
+        page.entries.push((seq, entry));
+    }
+    Ok(Some(page))
+}
+
+pub(crate) fn user_chats(v: &impl View, user: UserId) -> Result<Vec<ChatId>, IndexError> {
+    Ok(index::user_chats(v, user)?
+        .into_iter()
+        .filter_map(|(chat, member)| member.then_some(chat))
+        .collect())
+}
+
+pub(crate) fn devices(v: &impl View, user: UserId) -> Result<Vec<Device>, IndexError> {
+    Ok(index::devices(v, user)?
+        .into_iter()
+        .map(|(device, registered_ms, last_seen_ms)| Device {
+            device,
+            registered_ms,
+            last_seen_ms,
+        })
+        .collect())
+}
+
+/// `Ok(None)` for an unknown chat.
+pub(crate) fn cursors(
+    v: &impl View,
+    chat: ChatId,
+) -> Result<Option<Vec<DeviceCursor>>, IndexError> {
+    if index::chat_meta(v, chat)?.is_none() {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for (key, value) in v.scan(l::cursors(chat).as_ref())? {
+        let mut parts = KeyParts::new(&key, ChatId::SIZE)?;
+        let (user, device) = (parts.user()?, parts.device()?);
+        let [delivered_seq, read_seq] = l::read_vars(&value)?;
+        out.push(DeviceCursor {
+            user,
+            device,
+            delivered_seq,
+            read_seq,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// Every chat's head, for the writer's gate at open.
+pub(crate) fn heads(ks: &Keyspace) -> Result<std::collections::HashMap<ChatId, Seq>, IndexError> {
+    let mut heads = std::collections::HashMap::new();
+    for guard in ks.prefix([l::CHAT]) {
+        let (key, value) = guard.into_inner()?;
+        let chat = KeyParts::new(&key, 0)?.chat()?;
+        heads.insert(chat, l::ChatMeta::decode(&value)?.head);
+    }
+    Ok(heads)
+}

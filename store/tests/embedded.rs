@@ -1,0 +1,262 @@
+//! The embedded backend's own guarantees, beyond the conformance suite: a failing sync is
+//! never acknowledged and makes the store read-only; a torn log tail recovers to the last
+//! acknowledged state; damage elsewhere, a foreign directory or another format version
+//! refuse to open with a clear message; the index is rebuilt from the log when it is lost
+//! behind a checkpoint-less crash.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures_lite::future::block_on;
+use store::embedded::{EmbeddedOptions, EmbeddedStore, OpenError};
+use store::log::{LogOptions, SyncPolicy};
+use store::model::{BodyKind, Entry, Message, Mutation, WriteBatch};
+use store::{Store, StoreError};
+use wire::ids::{ChatId, DeviceId, MessageId, UserId};
+
+fn user(n: u64) -> UserId {
+    UserId::new(n).expect("valid user")
+}
+
+fn device() -> DeviceId {
+    DeviceId::new(1).expect("valid device")
+}
+
+fn chat() -> ChatId {
+    ChatId::direct(user(1), user(2))
+}
+
+fn message(seq: u64) -> WriteBatch {
+    WriteBatch {
+        mutations: vec![Mutation::Append {
+            chat: chat(),
+            seq,
+            entry: Entry::Message(Message {
+                server_msg_id: MessageId::new(u128::from(seq)).expect("nonzero"),
+                sender: user(1),
+                sender_device: device(),
+                client_msg_id: seq,
+                ts_ms: 1_000 + seq,
+                kind: BodyKind::Text,
+                body: vec![u8::try_from(seq % 251).expect("small"); 100],
+                attachments: Vec::new(),
+            }),
+        }],
+    }
+}
+
+fn head(store: &EmbeddedStore) -> u64 {
+    block_on(store.chat(chat()))
+        .expect("read")
+        .map_or(0, |c| c.head)
+}
+
+/// Fails every sync from the `fail_from`-th on (counting from 1).
+struct FailFrom {
+    calls: Arc<AtomicUsize>,
+    fail_from: usize,
+}
+
+impl SyncPolicy for FailFrom {
+    fn sync(&mut self, file: &File) -> io::Result<()> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_from {
+            return Err(io::Error::other("injected sync failure"));
+        }
+        file.sync_data()
+    }
+}
+
+/// Opening a new store's log syncs twice (segment header, directory).
+const SYNCS_AT_CREATE: usize = 2;
+
+#[test]
+fn a_failed_sync_is_not_acknowledged_and_the_store_goes_read_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let options = EmbeddedOptions {
+        log: LogOptions {
+            sync: Box::new(FailFrom {
+                calls: calls.clone(),
+                fail_from: SYNCS_AT_CREATE + 11,
+            }),
+            ..LogOptions::default()
+        },
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), options).expect("open");
+    for seq in 1..=10 {
+        block_on(store.write(message(seq))).expect("acked before the failure");
+    }
+    let failed = block_on(store.write(message(11)));
+    assert!(
+        matches!(&failed, Err(StoreError::ReadOnly(why)) if why.contains("injected")),
+        "{failed:?}"
+    );
+    // Never retried, never acknowledged later: every later write fails too.
+    let later = block_on(store.write(message(12)));
+    assert!(matches!(later, Err(StoreError::ReadOnly(_))), "{later:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        SYNCS_AT_CREATE + 11,
+        "no retry"
+    );
+    // Reads still serve what was acknowledged.
+    assert_eq!(head(&store), 10);
+    drop(store);
+
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("reopen");
+    // The failed record may have reached the page cache (it was never acked): 10 or 11.
+    let h = head(&store);
+    assert!((10..=11).contains(&h), "head after reopen: {h}");
+    let page = block_on(store.read_log(chat(), 0, 10, 100)).expect("read");
+    assert_eq!(page.entries.len(), 10, "every acked message is there");
+}
+
+fn log_segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(dir.join("log"))
+        .expect("log dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Options that never checkpoint during the test, so the log holds everything.
+fn no_checkpoints() -> EmbeddedOptions {
+    EmbeddedOptions {
+        checkpoint_bytes: u64::MAX,
+        checkpoint_interval: std::time::Duration::from_hours(1),
+        log: LogOptions {
+            segment_bytes_max: 16 * 1024,
+            ..LogOptions::default()
+        },
+        ..EmbeddedOptions::default()
+    }
+}
+
+#[test]
+fn a_torn_log_tail_recovers_to_the_last_good_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let store = EmbeddedStore::open(dir.path(), no_checkpoints()).expect("open");
+        for seq in 1..=50 {
+            block_on(store.write(message(seq))).expect("acked");
+        }
+    }
+    // Tear the newest segment in the middle of its last record and drop the index, as if the
+    // machine died before the index was persisted: everything comes back from the log.
+    let newest = log_segments(dir.path()).pop().expect("a segment");
+    let len = fs::metadata(&newest).expect("meta").len();
+    File::options()
+        .write(true)
+        .open(&newest)
+        .and_then(|f| f.set_len(len - 40))
+        .expect("truncate");
+    fs::remove_dir_all(dir.path().join("index")).expect("drop the index");
+    let store = EmbeddedStore::open(dir.path(), no_checkpoints()).expect("recovers");
+    assert!(
+        store.open_report().torn_bytes_dropped > 0,
+        "{:?}",
+        store.open_report()
+    );
+    assert_eq!(
+        head(&store),
+        49,
+        "the torn record is gone, the rest is there"
+    );
+    let page = block_on(store.read_log(chat(), 0, 49, 100)).expect("read");
+    assert_eq!(
+        page.entries.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (1..=49).collect::<Vec<_>>()
+    );
+    // And the store goes on from there.
+    block_on(store.write(message(50))).expect("the next seq is 50 again");
+}
+
+#[test]
+fn damage_before_the_tail_refuses_to_open_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let store = EmbeddedStore::open(dir.path(), no_checkpoints()).expect("open");
+        for seq in 1..=400 {
+            block_on(store.write(message(seq))).expect("acked");
+        }
+    }
+    let segments = log_segments(dir.path());
+    assert!(segments.len() >= 3, "several segments: {segments:?}");
+    let mut bytes = fs::read(&segments[0]).expect("read");
+    bytes[200] ^= 0xff;
+    fs::write(&segments[0], &bytes).expect("write");
+    fs::remove_dir_all(dir.path().join("index")).expect("drop the index");
+    let error = EmbeddedStore::open(dir.path(), no_checkpoints())
+        .err()
+        .expect("refuses");
+    let text = error.to_string();
+    assert!(matches!(error, OpenError::Log(_)), "{text}");
+    assert!(text.contains("corrupt"), "{text}");
+    assert_eq!(
+        fs::read(&segments[0]).expect("read"),
+        bytes,
+        "left as it was"
+    );
+}
+
+#[test]
+fn another_format_version_or_a_foreign_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    drop(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("create"));
+    let format = dir.path().join("FORMAT");
+    assert_eq!(
+        fs::read_to_string(&format).expect("FORMAT"),
+        "switchboard store format 1\n"
+    );
+    fs::write(&format, "switchboard store format 2\n").expect("write");
+    let error = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
+        .err()
+        .expect("refuses");
+    assert!(matches!(error, OpenError::Incompatible { .. }), "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains("format 2") && text.contains("format 1"),
+        "{text}"
+    );
+
+    let foreign = tempfile::tempdir().expect("temp dir");
+    fs::write(foreign.path().join("notes.txt"), "mine").expect("write");
+    let error = EmbeddedStore::open(foreign.path(), EmbeddedOptions::default())
+        .err()
+        .expect("refuses");
+    assert!(matches!(error, OpenError::Foreign(_)), "{error}");
+}
+
+#[test]
+fn checkpoints_let_old_segments_go_and_reopen_replays_only_the_tail() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = || EmbeddedOptions {
+        checkpoint_bytes: 8 * 1024,
+        log: LogOptions {
+            segment_bytes_max: 16 * 1024,
+            ..LogOptions::default()
+        },
+        ..EmbeddedOptions::default()
+    };
+    {
+        let store = EmbeddedStore::open(dir.path(), options()).expect("open");
+        for seq in 1..=2_000 {
+            block_on(store.write(message(seq))).expect("acked");
+        }
+    }
+    let segments = log_segments(dir.path()).len();
+    // 2,000 records of ~190 bytes is ~24 segments of 16 KiB without checkpoints.
+    assert!(segments <= 3, "{segments} segments left after checkpoints");
+    let store = EmbeddedStore::open(dir.path(), options()).expect("reopen");
+    assert_eq!(
+        store.open_report().replayed,
+        0,
+        "closed cleanly: nothing to replay"
+    );
+    assert_eq!(head(&store), 2_000);
+}
