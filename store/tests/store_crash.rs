@@ -93,7 +93,7 @@ fn run_and_kill(dir: &Path, round: u64, delay: Duration) -> Result<(Vec<Ack>, u6
             }
             ["open", r, _] => replayed = r.parse().map_err(|_| format!("bad {line:?}"))?,
             // A partial last line was being written when the process died.
-            ["ack", ..] | ["open", ..] => {}
+            ["ack" | "open", ..] => {}
             _ => return Err(format!("harness round {round} said {line:?}")),
         }
     }

@@ -230,7 +230,7 @@ impl EmbeddedStore {
             next: log.recovery().next_lsn(),
         };
         threads.push(spawn("store-applier", dir, move || {
-            applier.run(&applier_rx)
+            applier.run(&applier_rx);
         })?);
         let (read_tx, read_rx) = crossbeam_channel::bounded(options.read_queue_max);
         for i in 0..options.readers {
