@@ -34,11 +34,18 @@ pub trait Store: Send + Sync + 'static {
     fn chat(&self, chat: ChatId) -> StoreReply<Option<ChatState>>;
 
     /// The answer a message with this idempotency key got, if it is still kept.
-    fn sent(&self, user: UserId, device: DeviceId, client_msg_id: u64)
-    -> StoreReply<Option<SentRecord>>;
+    fn sent(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        client_msg_id: u64,
+    ) -> StoreReply<Option<SentRecord>>;
 
-    /// Every chat where `device` has entries to receive (its delivered cursor is below the
-    /// last seq it should get), ordered by chat id.
+    /// Every chat of `user` with `device`'s cursors, ordered by chat id: the chats it is a
+    /// member of (`until_seq` = head) and those it left or was removed from whose leave entry
+    /// it has not received yet (`until_seq` = that entry). The device has something to sync
+    /// where `delivered_seq < until_seq`; the others are listed so a connection knows what it
+    /// already has.
     fn sync_plan(&self, user: UserId, device: DeviceId) -> StoreReply<Vec<SyncChat>>;
 
     /// Entries of `chat` with `after_seq < seq <= until_seq`, ascending, at most `limit`

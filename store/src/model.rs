@@ -182,7 +182,7 @@ pub struct SentRecord {
     pub ts_ms: Millis,
 }
 
-/// One chat a device has something to sync in.
+/// One chat of a user, with one device's cursors in it (see `Store::sync_plan`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncChat {
     /// The chat.

@@ -130,6 +130,11 @@ fn change_members(txn: &mut Txn<'_>, chat: ChatId, seq: Seq, update: &Update) ->
         Change::Added(users) => {
             for &user in users {
                 if index::member(txn, chat, user)?.is_none() {
+                    // A returning user's devices start at the new join, not where they were:
+                    // what was said while it was away is not for it.
+                    for (key, _) in txn.scan(l::user_cursors(chat, user).as_ref())? {
+                        txn.delete(&key);
+                    }
                     join(txn, chat, user, Role::Member, seq);
                 }
             }

@@ -111,6 +111,10 @@ pub(crate) fn cursor(c: ChatId, u: UserId, d: DeviceId) -> Key {
         .with(d.as_bytes())
 }
 
+pub(crate) fn user_cursors(c: ChatId, u: UserId) -> Key {
+    Key::new(CURSOR).with(c.as_bytes()).with(u.as_bytes())
+}
+
 pub(crate) fn cursors(c: ChatId) -> Key {
     Key::new(CURSOR).with(c.as_bytes())
 }

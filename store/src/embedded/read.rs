@@ -141,14 +141,12 @@ pub(crate) fn sync_plan(
             Some(c) => c,
             None => (default_delivered(v, chat, user)?, 0),
         };
-        if delivered_seq < until_seq {
-            out.push(SyncChat {
-                chat,
-                delivered_seq,
-                read_seq,
-                until_seq,
-            });
-        }
+        out.push(SyncChat {
+            chat,
+            delivered_seq,
+            read_seq,
+            until_seq,
+        });
     }
     Ok(out)
 }
