@@ -58,6 +58,11 @@ pub struct Config {
     pub jwt_public_key_file: Option<PathBuf>,
     /// Clock-skew allowance on a token's `exp`.
     pub jwt_leeway_s: u64,
+    /// Undelivered messages are kept this long, in ms; 0 = `limits.offline_ttl_days`. (For
+    /// tests and short-lived deployments: the days limit is what clients are told.)
+    pub offline_ttl_ms: u64,
+    /// How often retention runs (expired messages, delivered messages, pruned devices).
+    pub sweep_interval_ms: u64,
     /// Protocol limits (DESIGN.md §1).
     pub limits: wire::Limits,
 }
@@ -83,6 +88,8 @@ impl Default for Config {
             jwt_secret_file: None,
             jwt_public_key_file: None,
             jwt_leeway_s: 5,
+            offline_ttl_ms: 0,
+            sweep_interval_ms: 60_000,
             limits: wire::Limits::default(),
         }
     }
@@ -182,6 +189,7 @@ impl Config {
             ("handshake_timeout_ms", self.handshake_timeout_ms),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("drain_timeout_ms", self.drain_timeout_ms),
+            ("sweep_interval_ms", self.sweep_interval_ms),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(invalid(key, "must be at least 1"));
@@ -214,6 +222,21 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// How long the store keeps things (DESIGN.md F6, F7, F9).
+    pub fn retention(&self) -> store::model::Retention {
+        const DAY_MS: u64 = store::model::DAY_MS;
+        let offline = if self.offline_ttl_ms > 0 {
+            self.offline_ttl_ms
+        } else {
+            u64::from(self.limits.offline_ttl_days) * DAY_MS
+        };
+        store::model::Retention {
+            offline_ttl_ms: offline,
+            history_ttl_ms: u64::from(self.limits.history_ttl_days).max(1) * DAY_MS,
+            device_prune_ms: u64::from(self.limits.device_prune_days).max(1) * DAY_MS,
+        }
     }
 
     /// Executors to run: `cores`, or every online CPU when 0.

@@ -34,7 +34,13 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     // Boxed: the handshake's buffers are freed before the long-lived frame loop starts.
     if let Some(upgraded) = Box::pin(crate::handshake::upgrade(&core, &mut stream)).await {
         let (slot, conn) = core.register(upgraded.identity);
+        if let Some(hub) = core.hub.get() {
+            hub.attach(&core, &conn);
+        }
         session(&core, &conn, &mut stream, upgraded.leftover).await;
+        if let Some(hub) = core.hub.get() {
+            hub.detach(&conn);
+        }
         core.unregister(slot);
     }
     core.release();
@@ -108,7 +114,7 @@ fn absorb(core: &Core, conn: &Conn, inbound: &mut Inbound, bytes: &mut [u8]) -> 
     let result = inbound.feed(bytes, |message| match message {
         Message::Binary(payload) => {
             core.metrics.frames_in.inc();
-            crate::dispatch::handle(core, conn, payload);
+            crate::messaging::handle_request(core, conn, payload);
         }
         Message::Ping(payload) => {
             let mut pong = Vec::with_capacity(payload.len() + 2);

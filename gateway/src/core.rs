@@ -52,6 +52,13 @@ pub struct Conn {
     pub pinged: Cell<bool>,
     /// Set once the connection must close; the task sends the close frame and exits.
     pub closing: Cell<Option<Close>>,
+    /// Where answers for this connection go (`Origin::reply_to`: core and id); 0 until the
+    /// messaging hub attaches it.
+    pub id: Cell<u64>,
+    /// Its stream state (sync merged with live), while attached.
+    pub session: RefCell<Option<Box<router::session::Session>>>,
+    /// The send rate limit's bucket: tokens left, and when it was last updated (core ms).
+    pub send_bucket: Cell<(f64, u64)>,
 }
 
 impl Conn {
@@ -92,6 +99,8 @@ pub struct Core {
     pub active: Cell<usize>,
     /// Raised once when this core starts draining (the accept loop waits on it).
     pub drain_started: Signal,
+    /// Messaging (set once at start, after the cores joined their mesh).
+    pub hub: std::cell::OnceCell<Rc<crate::messaging::Hub>>,
     conns: RefCell<Vec<Option<Rc<Conn>>>>,
     free: RefCell<Vec<usize>>,
     epoch: Instant,
@@ -115,6 +124,7 @@ impl Core {
             process,
             active: Cell::new(0),
             drain_started: Signal::default(),
+            hub: std::cell::OnceCell::new(),
             conns: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             epoch: Instant::now(),
@@ -158,6 +168,9 @@ impl Core {
             last_inbound_ms: Cell::new(self.now_ms()),
             pinged: Cell::new(false),
             closing: Cell::new(None),
+            id: Cell::new(0),
+            session: RefCell::new(None),
+            send_bucket: Cell::new((0.0, 0)),
         });
         let mut conns = self.conns.borrow_mut();
         let slot = if let Some(slot) = self.free.borrow_mut().pop() {

@@ -3,7 +3,7 @@
 //! Layout: `config` (file/env/flags), `server` (startup, cores, drain), `listener` (sockets,
 //! accept loop), `handshake` (HTTP upgrade, auth), `auth` (JWT), `conn` (a connection's task),
 //! `inbound` (WebSocket frame parsing), `outbound` (bounded, shared, vectored send queue),
-//! `dispatch` (answering requests), `core` (per-core state, heartbeats, drain), `signal` (task
+//! `messaging` (requests, the chat owner, fan-out, sync; see its doc), `core` (per-core state, heartbeats, drain), `signal` (task
 //! wake-ups), `metrics`, `ops` (HTTP endpoints). The binary `switchboard` (`main.rs`) is a thin
 //! CLI over [`server::serve`]. This is the only crate that binds a socket.
 
@@ -11,10 +11,10 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod core;
-pub mod dispatch;
 pub mod handshake;
 pub mod inbound;
 pub mod listener;
+pub mod messaging;
 pub mod metrics;
 pub mod ops;
 pub mod outbound;

@@ -31,6 +31,7 @@ const IO_MEMORY_BYTES: usize = 1 << 20;
 /// What each core's startup takes (handed out once, by core index).
 struct Startup {
     config: &'static Config,
+    store: Arc<dyn store::Store>,
     auth: Authenticator,
     metrics: Arc<Metrics>,
     process: Arc<Process>,
@@ -51,6 +52,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let _lock = lock_data_dir(config)?;
     let auth = Authenticator::from_config(config)?;
     let cores = config.executor_count();
+    let store = open_store(config)?;
     let sockets = crate::listener::bind_reuseport(config.listen, cores, config.accept_backlog)?;
     let ws_addr = local_addr(&sockets[0])?;
     let ops = std::net::TcpListener::bind(config.ops_listen).with_context(|| {
@@ -65,6 +67,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let startup = Arc::new(Startup {
         config,
+        store,
         auth,
         metrics: Arc::new(Metrics::new()),
         process,
@@ -73,11 +76,13 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         next_index: AtomicUsize::new(0),
         ready: Mutex::new(ready_tx),
     });
+    // Each core gets its own handle to the mesh (it is `Send`, not `Sync`).
+    let mesh = crate::messaging::mesh(cores);
     let pool =
         LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, CpuSet::online().ok()))
             .name("switchboard")
             .io_memory(IO_MEMORY_BYTES)
-            .on_all_shards(move || run_core(startup))
+            .on_all_shards(move || run_core(startup, mesh))
             .map_err(|e| anyhow::anyhow!("starting executors: {e}"))?;
     for _ in 0..cores {
         ready_rx
@@ -97,7 +102,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// One core: accept, sweep, (core 0) serve ops; then drain when told.
-async fn run_core(startup: Arc<Startup>) {
+async fn run_core(startup: Arc<Startup>, mesh: crate::messaging::Mesh) {
     let index = startup.next_index.fetch_add(1, Ordering::Relaxed);
     let socket = lock(&startup.sockets)[index]
         .take()
@@ -109,6 +114,15 @@ async fn run_core(startup: Arc<Startup>) {
         startup.metrics.core(index),
         startup.process.clone(),
     ));
+    let store = startup.store.clone();
+    if let Err(error) = crate::messaging::Hub::start(&core, store.clone(), mesh).await {
+        // Without the mesh this core cannot route; refuse to run half-started.
+        tracing::error!(%error, "messaging did not start on this core");
+        std::process::exit(1);
+    }
+    if index == 0 {
+        glommio::spawn_local(retention(store, startup.config.sweep_interval_ms)).detach();
+    }
     glommio::spawn_local(crate::listener::accept_loop(
         core.clone(),
         crate::listener::into_glommio(socket),
@@ -130,6 +144,39 @@ async fn run_core(startup: Arc<Startup>) {
         glommio::timer::sleep(DRAIN_POLL).await;
     }
     core.drain().await;
+}
+
+/// Opens the embedded store in `<data_dir>/store`, replaying its log.
+fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
+    let dir = config.data_dir.join("store");
+    let options = store::embedded::EmbeddedOptions {
+        retention: config.retention(),
+        ..store::embedded::EmbeddedOptions::default()
+    };
+    let store = store::embedded::EmbeddedStore::open(&dir, options)
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    let report = store.open_report();
+    tracing::info!(
+        replayed = report.replayed,
+        torn_bytes_dropped = report.torn_bytes_dropped,
+        chats = report.chats,
+        "store open"
+    );
+    Ok(Arc::new(store))
+}
+
+/// Runs retention every `interval_ms` (on core 0; the store does the work on its own thread).
+async fn retention(store: Arc<dyn store::Store>, interval_ms: u64) {
+    loop {
+        glommio::timer::sleep(Duration::from_millis(interval_ms)).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        match store.sweep(now).await {
+            Ok(report) => tracing::debug!(?report, "retention sweep"),
+            Err(error) => tracing::warn!(%error, "retention sweep failed"),
+        }
+    }
 }
 
 #[allow(unsafe_code)]

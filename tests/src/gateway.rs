@@ -465,11 +465,24 @@ impl Gateway {
         ws::handshake(self.ws, "/ws", &[("Authorization", &auth)], IO_TIMEOUT)
     }
 
-    /// A connected client for (user, device).
+    /// A connected client for (user, device), past its sync: the server's first frames on
+    /// every connection are the sync (here, for a device with nothing owed, just `SyncDone`).
+    ///
+    /// # Panics
+    /// When the upgrade does not succeed or no `SyncDone` comes.
+    pub fn connect(&self, user: u64, device: u64) -> WsClient {
+        let mut client = self.connect_unsynced(user, device);
+        match client.expect_msg(IO_TIMEOUT) {
+            ws::ServerMsg::Other(text) if text.starts_with("SyncDone") => client,
+            other => panic!("expected SyncDone first, got {other:?}"),
+        }
+    }
+
+    /// A connected client for (user, device), before anything the server sends.
     ///
     /// # Panics
     /// When the upgrade does not succeed.
-    pub fn connect(&self, user: u64, device: u64) -> WsClient {
+    pub fn connect_unsynced(&self, user: u64, device: u64) -> WsClient {
         match self.upgrade_with(&self.sign(user, device)) {
             Ok(Handshake::Upgraded(client)) => client,
             Ok(Handshake::Refused(r)) => panic!("upgrade refused: {r:?}"),

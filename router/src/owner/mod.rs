@@ -266,7 +266,7 @@ impl Owner {
             Err(error) => {
                 tracing::warn!(%error, chat = ?id, "router: loading a chat failed");
                 for q in queue {
-                    let answer = Answer::error(ErrorCode::Internal, "store unavailable");
+                    let answer = Answer::error(ErrorCode::Unavailable, "store unavailable");
                     self.answer_now(&q, answer, out);
                 }
             }
@@ -311,7 +311,7 @@ impl Owner {
             let (Slot::Loading(queue) | Slot::Ready { queue, .. }) = slot;
             queue.retain(|q| {
                 if send_key(&q.origin, &q.op) == Some(key) {
-                    let answer = Answer::error(ErrorCode::Internal, "store unavailable");
+                    let answer = Answer::error(ErrorCode::Unavailable, "store unavailable");
                     out.push(Action::Answer(q.origin, answer));
                     false
                 } else {
@@ -453,7 +453,7 @@ impl Owner {
     }
 
     fn fail(&mut self, batch: Batch, out: &mut Vec<Action>) {
-        let answer = || Answer::error(ErrorCode::Internal, "store unavailable");
+        let answer = || Answer::error(ErrorCode::Unavailable, "store unavailable");
         for effect in batch.effects {
             match effect {
                 Effect::Sent { key, .. } => {

@@ -1,0 +1,444 @@
+//! Messaging on one node: each core's [`Hub`] drives its chat owner (`router::owner`), routes
+//! requests to the owner core and answers back, fans out durable entries to the connected
+//! devices, and syncs each device on connect.
+//!
+//! Owns the wiring between connections, the router's state machines, the store and the other
+//! cores. Threads: none of its own; everything runs on the core's executor. Store calls return
+//! futures completed by the store's threads (a foreign wake), and work for another core goes
+//! over Glommio's channel mesh in batches, one batch per peer per driver tick.
+//!
+//! Invariants:
+//! - A chat's requests all go to its owner core (`router::ownership::CorePlacement`), so its
+//!   seqs come from one owner; answers go back to the core of the connection that asked.
+//! - A durable entry is encoded once (header included) and that buffer is shared by every
+//!   recipient on every core (`Arc`), unless a session holds it back during a sync.
+//! - A connection is registered for live entries before its sync plan is read
+//!   (`router::session`), so nothing durable slips between sync and live.
+//! - No lock is shared between cores; the mesh is the only cross-core path.
+
+mod frames;
+mod requests;
+mod sync;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use router::owner::{Input, Owner, OwnerLimits};
+use router::ownership::{CorePlacement, Placement};
+use router::session::{Event, Session};
+use router::types::{Action, Answer, Delivery, Op, Origin, ReceiptNotice, TypingNotice};
+use store::Store;
+use wire::{ServerFrame, UserId};
+
+use crate::core::{Conn, Core};
+use crate::outbound::Frame;
+use crate::signal::Signal;
+
+pub use requests::handle_request;
+
+/// Bits of `Origin::reply_to` that hold the connection id (the rest is the core).
+const CONN_ID_BITS: u32 = 48;
+
+/// A durable entry as every core fans it out: the delivery and its encoded frame.
+#[derive(Debug)]
+pub struct Fanout {
+    delivery: Delivery,
+    frame: Arc<[u8]>,
+}
+
+/// Work for another core.
+#[derive(Debug)]
+pub enum Item {
+    /// A request for a chat this core does not own.
+    Request(Origin, Op),
+    /// The answer to a request a connection on that core made.
+    Answer(Origin, Answer),
+    /// A durable entry to deliver live.
+    Deliver(Arc<Fanout>),
+    /// A receipt for a user's devices.
+    Receipt(ReceiptNotice),
+    /// A typing notice.
+    Typing(Arc<TypingNotice>),
+}
+
+/// The channel mesh every core joins at start.
+pub type Mesh = MeshBuilder<Vec<Item>, Full>;
+
+/// Batches of work queued on one mesh channel.
+const MESH_CHANNEL_BATCHES: usize = 1024;
+
+/// A mesh for `cores` cores.
+pub fn mesh(cores: usize) -> Mesh {
+    MeshBuilder::full(cores, MESH_CHANNEL_BATCHES)
+}
+
+/// One core's messaging state.
+pub struct Hub {
+    core: std::rc::Weak<Core>,
+    store: Arc<dyn Store>,
+    me: usize,
+    placement: CorePlacement,
+    owner: RefCell<Owner>,
+    inbox: RefCell<Vec<Input>>,
+    tick: Signal,
+    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    users: RefCell<HashMap<UserId, Vec<u64>>>,
+    next_conn: Cell<u64>,
+    outbox: RefCell<Vec<Vec<Item>>>,
+    senders: Senders<Vec<Item>>,
+}
+
+impl Hub {
+    /// Joins the mesh and starts this core's driver and mesh receivers.
+    ///
+    /// # Errors
+    /// When the mesh cannot be joined (another core failed to start).
+    pub async fn start(core: &Rc<Core>, store: Arc<dyn Store>, mesh: Mesh) -> anyhow::Result<()> {
+        let (senders, receivers) = mesh
+            .join()
+            .await
+            .map_err(|e| anyhow::anyhow!("joining the core mesh: {e}"))?;
+        let peers = senders.nr_consumers();
+        let limits = &core.config.limits;
+        let owner = Owner::new(OwnerLimits {
+            group_members_max: limits.group_members_max,
+            typing_interval_ms: u64::from(limits.typing_interval_ms),
+            ..OwnerLimits::default()
+        });
+        let hub = Rc::new(Self {
+            core: Rc::downgrade(core),
+            store,
+            me: senders.peer_id(),
+            placement: CorePlacement::new(peers),
+            owner: RefCell::new(owner),
+            inbox: RefCell::new(Vec::new()),
+            tick: Signal::default(),
+            conns: RefCell::new(HashMap::new()),
+            users: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(1),
+            outbox: RefCell::new((0..peers).map(|_| Vec::new()).collect()),
+            senders,
+        });
+        if core.hub.set(hub.clone()).is_err() {
+            anyhow::bail!("the messaging hub started twice");
+        }
+        spawn_receivers(core, receivers);
+        let driver = core.clone();
+        glommio::spawn_local(async move { drive(&driver, &hub).await }).detach();
+        Ok(())
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The core this hub runs on (for tasks that outlive a call).
+    fn core(&self) -> Option<Rc<Core>> {
+        self.core.upgrade()
+    }
+
+    /// The shared handle of an attached connection.
+    fn conn(&self, conn: &Conn) -> Option<Rc<Conn>> {
+        let id = conn.id.get() & ((1 << CONN_ID_BITS) - 1);
+        self.conns.borrow().get(&id).cloned()
+    }
+
+    /// Registers an upgraded connection for live delivery and starts its sync.
+    pub fn attach(self: &Rc<Self>, core: &Rc<Core>, conn: &Rc<Conn>) {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        conn.id.set((self.me as u64) << CONN_ID_BITS | id);
+        *conn.session.borrow_mut() = Some(Box::new(Session::new(
+            conn.identity.user,
+            conn.identity.device,
+        )));
+        self.conns.borrow_mut().insert(id, conn.clone());
+        self.users
+            .borrow_mut()
+            .entry(conn.identity.user)
+            .or_default()
+            .push(id);
+        let (hub, core, conn) = (self.clone(), core.clone(), conn.clone());
+        glommio::spawn_local(async move { sync::run(&hub, &core, &conn).await }).detach();
+    }
+
+    /// Forgets a connection that is ending.
+    pub fn detach(&self, conn: &Conn) {
+        let id = conn.id.get() & ((1 << CONN_ID_BITS) - 1);
+        if self.conns.borrow_mut().remove(&id).is_none() {
+            return;
+        }
+        let mut users = self.users.borrow_mut();
+        if let Some(ids) = users.get_mut(&conn.identity.user) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                users.remove(&conn.identity.user);
+            }
+        }
+        conn.session.borrow_mut().take();
+    }
+
+    /// Hands a request to its chat's owner core.
+    pub fn submit(&self, origin: Origin, op: Op) {
+        let owner = self.placement.owner_of(op.chat());
+        if owner == self.me {
+            self.inbox.borrow_mut().push(Input::Request(origin, op));
+        } else {
+            self.outbox.borrow_mut()[owner].push(Item::Request(origin, op));
+        }
+        self.tick.raise();
+    }
+
+    /// Feeds the owner an input from a store call.
+    fn feed(&self, input: Input) {
+        self.inbox.borrow_mut().push(input);
+        self.tick.raise();
+    }
+
+    /// Carries out one owner action.
+    fn act(self: &Rc<Self>, core: &Core, action: Action) {
+        match action {
+            Action::Load(chat) => {
+                let reply = self.store.chat(chat);
+                let hub = self.clone();
+                glommio::spawn_local(async move { hub.feed(Input::Loaded(chat, reply.await)) })
+                    .detach();
+            }
+            Action::Lookup(key) => {
+                let reply = self.store.sent(key.0, key.1, key.2);
+                let hub = self.clone();
+                glommio::spawn_local(async move { hub.feed(Input::LookedUp(key, reply.await)) })
+                    .detach();
+            }
+            Action::Write(id, batch) => {
+                let reply = self.store.write(batch);
+                let hub = self.clone();
+                glommio::spawn_local(async move { hub.feed(Input::Written(id, reply.await)) })
+                    .detach();
+            }
+            Action::Answer(origin, answer) => self.answer(core, origin, answer),
+            Action::Deliver(delivery) => {
+                let Some(frame) =
+                    frames::entry_frame(delivery.chat, delivery.seq, &delivery.entry, |f| {
+                        encode_shared(core, f)
+                    })
+                else {
+                    return;
+                };
+                let fanout = Arc::new(Fanout { delivery, frame });
+                self.broadcast(|| Item::Deliver(fanout.clone()));
+                self.deliver_local(core, &fanout);
+            }
+            Action::Receipt(receipt) => {
+                self.broadcast(|| Item::Receipt(receipt));
+                self.receipt_local(core, &receipt);
+            }
+            Action::Typing(typing) => {
+                let typing = Arc::new(typing);
+                self.broadcast(|| Item::Typing(typing.clone()));
+                self.typing_local(core, &typing);
+            }
+        }
+    }
+
+    fn broadcast(&self, item: impl Fn() -> Item) {
+        let mut outbox = self.outbox.borrow_mut();
+        for (peer, queue) in outbox.iter_mut().enumerate() {
+            if peer != self.me {
+                queue.push(item());
+            }
+        }
+    }
+
+    /// Sends an answer to the connection that asked (here or on its core).
+    fn answer(&self, core: &Core, origin: Origin, answer: Answer) {
+        let owner_core = usize::try_from(origin.reply_to >> CONN_ID_BITS).unwrap_or(usize::MAX);
+        if owner_core != self.me {
+            if let Some(queue) = self.outbox.borrow_mut().get_mut(owner_core) {
+                queue.push(Item::Answer(origin, answer));
+            }
+            return;
+        }
+        let id = origin.reply_to & ((1 << CONN_ID_BITS) - 1);
+        let conn = self.conns.borrow().get(&id).cloned();
+        if let Some(conn) = conn
+            && let Some(frame) = frames::result(origin.request_id, &answer, |f| core.encode(f))
+        {
+            core.send(&conn, frame);
+        }
+    }
+
+    /// The local connections of the users in `users` (sorted), each with its user.
+    fn local_conns(&self, users: &[UserId]) -> Vec<Rc<Conn>> {
+        let by_user = self.users.borrow();
+        let conns = self.conns.borrow();
+        let mut out = Vec::new();
+        let mut take = |ids: &Vec<u64>| {
+            out.extend(ids.iter().filter_map(|id| conns.get(id).cloned()));
+        };
+        if by_user.len() < users.len() {
+            for (user, ids) in by_user.iter() {
+                if users.binary_search(user).is_ok() {
+                    take(ids);
+                }
+            }
+        } else {
+            for user in users {
+                if let Some(ids) = by_user.get(user) {
+                    take(ids);
+                }
+            }
+        }
+        out
+    }
+
+    /// Delivers a durable entry to this core's connections in its audience.
+    fn deliver_local(&self, core: &Core, fanout: &Fanout) {
+        let d = &fanout.delivery;
+        let mut events = Vec::new();
+        for conn in self.local_conns(&d.audience.users) {
+            let identity = &conn.identity;
+            if d.audience.except == Some((identity.user, identity.device)) {
+                continue;
+            }
+            if let Some(session) = conn.session.borrow_mut().as_mut() {
+                session.live(d.chat, d.seq, &d.entry, &mut events);
+            }
+            for event in events.drain(..) {
+                match &event {
+                    // The common case: the shared buffer, not a new encoding.
+                    Event::Entry { chat, seq, .. } if *chat == d.chat && *seq == d.seq => {
+                        core.send(&conn, Frame::Shared(fanout.frame.clone()));
+                    }
+                    _ => send_event(core, &conn, &event),
+                }
+            }
+        }
+    }
+
+    fn receipt_local(&self, core: &Core, receipt: &ReceiptNotice) {
+        let conns = self.local_conns(&[receipt.to]);
+        if conns.is_empty() {
+            return;
+        }
+        if let Some(frame) = core.encode(&frames::receipt(receipt)) {
+            for conn in conns {
+                core.send(&conn, frame.clone());
+            }
+        }
+    }
+
+    fn typing_local(&self, core: &Core, typing: &TypingNotice) {
+        let conns = self.local_conns(&typing.audience.users);
+        let mut frame = None;
+        for conn in conns {
+            if typing.audience.except == Some((conn.identity.user, conn.identity.device))
+                || typing.user == conn.identity.user
+            {
+                continue;
+            }
+            if frame.is_none() {
+                frame = core.encode(&frames::typing(typing));
+            }
+            if let Some(frame) = &frame {
+                core.send(&conn, frame.clone());
+            }
+        }
+    }
+
+    /// Handles a batch of work from another core.
+    fn receive(&self, core: &Core, items: Vec<Item>) {
+        for item in items {
+            match item {
+                Item::Request(origin, op) => {
+                    self.inbox.borrow_mut().push(Input::Request(origin, op));
+                    self.tick.raise();
+                }
+                Item::Answer(origin, answer) => self.answer(core, origin, answer),
+                Item::Deliver(fanout) => self.deliver_local(core, &fanout),
+                Item::Receipt(receipt) => self.receipt_local(core, &receipt),
+                Item::Typing(typing) => self.typing_local(core, &typing),
+            }
+        }
+    }
+}
+
+/// Encodes a session event for one connection.
+fn send_event(core: &Core, conn: &Conn, event: &Event) {
+    if let Some(frame) = frames::event(event, |f| core.encode(f)) {
+        core.send(conn, frame);
+    }
+}
+
+/// Encodes a frame for sharing across cores.
+fn encode_shared(core: &Core, frame: &ServerFrame<'_>) -> Option<Arc<[u8]>> {
+    let mut out = Vec::new();
+    match core.encoder.borrow_mut().encode_ws(frame, &mut out) {
+        Ok(()) => Some(Arc::from(out)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a server frame");
+            None
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (server time for entries).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The driver: on every wake, feeds the owner what arrived, ends the tick (`Flush`), carries
+/// out the actions, then sends each peer its batch.
+async fn drive(core: &Rc<Core>, hub: &Rc<Hub>) {
+    let mut actions = Vec::new();
+    loop {
+        hub.tick.wait().await;
+        let inputs = std::mem::take(&mut *hub.inbox.borrow_mut());
+        let now = unix_ms();
+        {
+            let mut owner = hub.owner.borrow_mut();
+            for input in inputs {
+                owner.handle(input, now, &mut actions);
+            }
+            owner.handle(Input::Flush, now, &mut actions);
+        }
+        for action in actions.drain(..) {
+            hub.act(core, action);
+        }
+        let batches: Vec<(usize, Vec<Item>)> = hub
+            .outbox
+            .borrow_mut()
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(peer, q)| (peer, std::mem::take(q)))
+            .collect();
+        for (peer, batch) in batches {
+            if hub.senders.send_to(peer, batch).await.is_err() {
+                tracing::error!(peer, "a core's mesh channel is closed");
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// One task per peer: applies the batches it sends.
+fn spawn_receivers(core: &Rc<Core>, mut receivers: Receivers<Vec<Item>>) {
+    for (_, rx) in receivers.streams() {
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            while let Some(batch) = rx.recv().await {
+                if let Some(hub) = core.hub.get() {
+                    hub.receive(&core, batch);
+                }
+            }
+        })
+        .detach();
+    }
+}

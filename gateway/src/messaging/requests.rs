@@ -1,0 +1,221 @@
+//! One decoded client request: the per-device send rate limit, the mapping to a router
+//! [`Op`], and the requests answered here without an owner (`FetchHistory`).
+//!
+//! Owns DESIGN.md F12 at the gateway edge: every request gets exactly one `Result`, either
+//! here (decode errors, rate limits, not-yet-built features, history pages) or from the chat's
+//! owner. Invariant: a request that reaches an owner is valid and within its `Limits`.
+
+use router::types::{Answer, Op, Origin};
+use store::model::{BodyKind, Entry, ReceiptKind};
+use wire::{ChatId, ErrorCode, Payload, Request, RequestResult, ServerFrame};
+
+use super::{Hub, frames};
+use crate::core::{Conn, Core};
+
+/// Answers one binary message (a `ClientFrame`) from `conn`.
+pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
+    if conn.closing.get().is_some() {
+        // Requests behind a close (e.g. a slow consumer's backlog) are not answered.
+        return;
+    }
+    let frame = match wire::decode_client(payload, &core.config.limits) {
+        Ok(frame) => frame,
+        // A frame too broken to carry a readable id is answered with id 0 (docs/PROTOCOL.md).
+        Err(e) => {
+            let answer = Answer::error(e.code, e.reason);
+            return reply(core, conn, e.request_id.unwrap_or(0), &answer);
+        }
+    };
+    let Some(hub) = core.hub.get() else {
+        let answer = Answer::error(ErrorCode::Unavailable, "messaging is starting");
+        return reply(core, conn, frame.request_id, &answer);
+    };
+    let origin = Origin {
+        user: conn.identity.user,
+        device: conn.identity.device,
+        request_id: frame.request_id,
+        reply_to: conn.id.get(),
+    };
+    let op = match frame.request {
+        Request::SendMessage(send) => {
+            if let Some(wait_ms) = take_send_token(core, conn) {
+                let answer = Answer::Error {
+                    code: ErrorCode::RateLimited,
+                    reason: "over send_burst / send_per_s",
+                    retry_after_ms: wait_ms,
+                };
+                return reply(core, conn, frame.request_id, &answer);
+            }
+            if !send.attachments.is_empty() {
+                // Uploads are not built yet, so no attachment is ever verified.
+                let answer =
+                    Answer::error(ErrorCode::AttachmentNotReady, "attachment not uploaded");
+                return reply(core, conn, frame.request_id, &answer);
+            }
+            let (kind, body) = match send.body {
+                wire::Body::Text(text) => (BodyKind::Text, text.as_bytes().to_vec()),
+                wire::Body::Opaque(bytes) => (BodyKind::Opaque, bytes.to_vec()),
+            };
+            Op::Send {
+                chat: send.chat,
+                client_msg_id: send.client_msg_id,
+                kind,
+                body,
+                attachments: Vec::new(),
+            }
+        }
+        Request::CreateChat(create) => Op::CreateChat {
+            chat: ChatId::group(rand::random()),
+            name: create.name.to_owned(),
+            members: create.members.to_vec(),
+            history: create.history,
+        },
+        Request::ModifyParticipants(m) => Op::Modify {
+            chat: m.chat,
+            add: m.add.to_vec(),
+            remove: m.remove.to_vec(),
+            promote: m.promote.to_vec(),
+        },
+        Request::Delivered(ack) => Op::Cursor {
+            chat: ack.chat,
+            kind: ReceiptKind::Delivered,
+            up_to_seq: ack.up_to_seq,
+        },
+        Request::Read(ack) => Op::Cursor {
+            chat: ack.chat,
+            kind: ReceiptKind::Read,
+            up_to_seq: ack.up_to_seq,
+        },
+        Request::Typing(t) => Op::Typing { chat: t.chat },
+        Request::FetchHistory(f) => {
+            let request_id = frame.request_id;
+            let (Some(core), Some(conn)) = (hub.core(), hub.conn(conn)) else {
+                return;
+            };
+            let hub = hub.clone();
+            glommio::spawn_local(async move {
+                if let Err(answer) = history(&hub, &core, &conn, f, request_id).await {
+                    reply(&core, &conn, request_id, &answer);
+                }
+            })
+            .detach();
+            return;
+        }
+        Request::CreateAttachment(_)
+        | Request::GetAttachmentUrl(_)
+        | Request::SetPresence(_)
+        | Request::SubscribePresence(_) => {
+            let answer = Answer::error(ErrorCode::Unsupported, "not implemented yet");
+            return reply(core, conn, frame.request_id, &answer);
+        }
+    };
+    hub.submit(origin, op);
+}
+
+/// Sends `answer` as the `Result` of `request_id`.
+fn reply(core: &Core, conn: &Conn, request_id: u64, answer: &Answer) {
+    if let Some(frame) = frames::result(request_id, answer, |f| core.encode(f)) {
+        core.send(conn, frame);
+    }
+}
+
+/// Takes one token from the device's send bucket (`send_burst`, refilled at `send_per_s`);
+/// `Some(ms)` to wait when it is empty.
+fn take_send_token(core: &Core, conn: &Conn) -> Option<u32> {
+    let limits = &core.config.limits;
+    let burst = f64::from(limits.send_burst);
+    let rate = f64::from(limits.send_per_s.max(1));
+    let now = core.now_ms();
+    let (tokens, last) = conn.send_bucket.get();
+    // Milliseconds are far below f64's exact range; the precision lost is irrelevant.
+    #[allow(clippy::cast_precision_loss)]
+    let elapsed_s = now.saturating_sub(last) as f64 / 1000.0;
+    let tokens = if last == 0 {
+        burst
+    } else {
+        (tokens + elapsed_s * rate).min(burst)
+    };
+    if tokens >= 1.0 {
+        conn.send_bucket.set((tokens - 1.0, now));
+        return None;
+    }
+    conn.send_bucket.set((tokens, now));
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let wait_ms = (((1.0 - tokens) / rate) * 1000.0).ceil() as u32;
+    Some(wait_ms.max(1))
+}
+
+/// Answers `FetchHistory` with a page (oldest first) that fits in one frame.
+async fn history(
+    hub: &Hub,
+    core: &Core,
+    conn: &Conn,
+    f: wire::FetchHistory,
+    request_id: u64,
+) -> Result<(), Answer> {
+    let unavailable = |_| Answer::error(ErrorCode::Unavailable, "store unavailable");
+    let store = hub.store();
+    let state = store
+        .chat(f.chat)
+        .await
+        .map_err(unavailable)?
+        .ok_or(Answer::error(ErrorCode::NotFound, "no such chat"))?;
+    if !state.members.iter().any(|m| m.user == conn.identity.user) {
+        return Err(Answer::error(
+            ErrorCode::NotMember,
+            "not a member of the chat",
+        ));
+    }
+    if !state.history {
+        return Err(Answer::error(
+            ErrorCode::HistoryDisabled,
+            "the chat keeps no server history",
+        ));
+    }
+    let limit = usize::try_from(f.limit).unwrap_or(usize::MAX);
+    let page = store
+        .history(f.chat, f.before_seq, limit)
+        .await
+        .map_err(unavailable)?;
+    // Keep the newest messages that fit in one frame (a generous estimate per message).
+    let budget = core.config.limits.frame_bytes_max.saturating_sub(1024);
+    let mut used = 0;
+    let mut kept = 0;
+    for (_, entry) in &page.entries {
+        if let Entry::Message(m) = entry {
+            let cost = m.body.len() + 16 * m.attachments.len() + 160;
+            if used + cost > budget {
+                break;
+            }
+            used += cost;
+            kept += 1;
+        }
+    }
+    let more = page.more || kept < page.entries.len();
+    let mut messages: Vec<wire::NewMessage<'_>> = page.entries[..kept]
+        .iter()
+        .filter_map(|(seq, entry)| match entry {
+            Entry::Message(m) => Some(frames::new_message(f.chat, *seq, m)),
+            Entry::Update(_) => None,
+        })
+        .collect();
+    messages.reverse();
+    let result = ServerFrame::Result(RequestResult {
+        request_id,
+        code: ErrorCode::Ok,
+        reason: "",
+        retry_after_ms: 0,
+        payload: Payload::HistoryPage(wire::HistoryPage {
+            chat: f.chat,
+            messages: wire::Messages::Slice(&messages),
+            more,
+        }),
+    });
+    match core.encode(&result) {
+        Some(frame) => {
+            core.send(conn, frame);
+            Ok(())
+        }
+        None => Err(Answer::error(ErrorCode::Internal, "history page too large")),
+    }
+}
