@@ -57,6 +57,9 @@ pub struct Conn {
     pub id: Cell<u64>,
     /// Its stream state (sync merged with live), while attached.
     pub session: RefCell<Option<Box<router::session::Session>>>,
+    /// When the hub attached it (µs since the epoch), to tell older connections of the same
+    /// device from newer ones.
+    pub attached_us: Cell<u64>,
     /// The send rate limit's bucket: tokens left, and when it was last updated (core ms).
     pub send_bucket: Cell<(f64, u64)>,
 }
@@ -169,6 +172,7 @@ impl Core {
             pinged: Cell::new(false),
             closing: Cell::new(None),
             id: Cell::new(0),
+            attached_us: Cell::new(0),
             session: RefCell::new(None),
             send_bucket: Cell::new((0.0, 0)),
         });

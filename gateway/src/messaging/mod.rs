@@ -31,11 +31,12 @@ use router::ownership::{CorePlacement, Placement};
 use router::session::{Event, Session};
 use router::types::{Action, Answer, Delivery, Op, Origin, ReceiptNotice, TypingNotice};
 use store::Store;
-use wire::{ServerFrame, UserId};
+use wire::{DeviceId, ServerFrame, UserId};
 
-use crate::core::{Conn, Core};
+use crate::core::{Close, Conn, Core};
 use crate::outbound::Frame;
 use crate::signal::Signal;
+use wire::ws::close;
 
 pub use requests::handle_request;
 
@@ -62,6 +63,9 @@ pub enum Item {
     Receipt(ReceiptNotice),
     /// A typing notice.
     Typing(Arc<TypingNotice>),
+    /// A device connected at this time (µs since the epoch): its connections attached
+    /// earlier close with 4002.
+    Connected(UserId, DeviceId, u64),
 }
 
 /// The channel mesh every core joins at start.
@@ -162,8 +166,27 @@ impl Hub {
             .entry(conn.identity.user)
             .or_default()
             .push(id);
+        let at = unix_us();
+        conn.attached_us.set(at);
+        let (user, device) = (conn.identity.user, conn.identity.device);
+        self.broadcast(|| Item::Connected(user, device, at));
+        self.tick.raise();
+        self.replace_older(user, device, at);
         let (hub, core, conn) = (self.clone(), core.clone(), conn.clone());
         glommio::spawn_local(async move { sync::run(&hub, &core, &conn).await }).detach();
+    }
+
+    /// Closes this core's connections of `(user, device)` attached before `at` (4002): the
+    /// same device connecting again replaces its older connection, wherever it is.
+    fn replace_older(&self, user: UserId, device: DeviceId, at: u64) {
+        for conn in self.local_conns(&[user]) {
+            if conn.identity.device == device && conn.attached_us.get() < at {
+                conn.request_close(Close::new(
+                    close::REPLACED,
+                    "replaced by a newer connection",
+                ));
+            }
+        }
     }
 
     /// Forgets a connection that is ending.
@@ -362,6 +385,7 @@ impl Hub {
                 Item::Deliver(fanout) => self.deliver_local(core, &fanout),
                 Item::Receipt(receipt) => self.receipt_local(core, &receipt),
                 Item::Typing(typing) => self.typing_local(core, &typing),
+                Item::Connected(user, device, newest) => self.replace_older(user, device, newest),
             }
         }
     }
@@ -384,6 +408,13 @@ fn encode_shared(core: &Core, frame: &ServerFrame<'_>) -> Option<Arc<[u8]>> {
             None
         }
     }
+}
+
+/// Microseconds since the Unix epoch (orders connections of one device across cores).
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Milliseconds since the Unix epoch (server time for entries).
