@@ -1,0 +1,741 @@
+//! The embedded store (issue 5) on this machine's disk, measured through the `Store` trait:
+//!
+//! - `store_engine/durable_write_100b_2_producers`: durable write throughput from two producer
+//!   threads (as two gateway cores), each owning 500 direct chats and keeping 4 writes in
+//!   flight; a write holds 1, 16 or 64 messages of 100 bytes (a core batches per tick).
+//!   Goal: at least 100,000 messages/s.
+//! - Printed after criterion's runs: ack latency at a fixed offered 100,000 messages/s from the
+//!   same two producers, open-loop (one write per 1 ms tick with every message due, latency
+//!   from the tick's intended time, so stalls count). Goal: p99 at most 10 ms. In the same run,
+//!   the rejected alternative under the same load: fjall alone, one synced batch per write
+//!   (`../shared/FACTS.md`: p99 ~376 ms). And the index's apply lag: from the last ack until a
+//!   read (which waits for the applier) returns.
+//! - `store_engine/sync_read_10k_msgs_100_chats`: one device's full sync (`sync_plan`, then
+//!   every chat's `read_log`) over 100 chats × 100 messages it has not received; printed: heap
+//!   allocations and bytes per full sync, on every thread (a counting global allocator).
+//! - Printed last: recovery. Clean reopen of M messages until the first read returns (goal:
+//!   ready in at most 5 s at M = 10,000,000), disk bytes per message, and the rate at which
+//!   the log replays into an empty index, with the worst case it implies after a crash (at
+//!   most one checkpoint's worth of log, 64 MiB, is replayed).
+//!
+//! The stores live under cargo's target tmp dir (a real disk, not tmpfs: fdatasync must cost
+//! what it costs). Compare figures as ratios within one run; this machine is noisy.
+//! With `-- --test` (or under `cargo test`) everything runs once and small: 1 s of fixed-rate
+//! load, 20,000 messages for recovery. `SWITCHBOARD_BENCH_LATENCY_SECS` (default 10) and
+//! `SWITCHBOARD_BENCH_RECOVERY_MESSAGES` (default 10,000,000) override the sizes; `0` skips.
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+// The counting allocator is the one `unsafe` here: a `GlobalAlloc` impl is unsafe by
+// definition; it only forwards to `System`.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use futures_lite::future::block_on;
+use hdrhistogram::Histogram;
+use store::embedded::{EmbeddedOptions, EmbeddedStore};
+use store::model::{BodyKind, Entry, Message, Mutation, Seq, WriteBatch};
+use store::{Store, StoreReply};
+use wire::ids::{ChatId, DeviceId, MessageId, UserId};
+
+const PRODUCERS: u64 = 2;
+const CHATS_PER_PRODUCER: u64 = 500;
+const BODY_BYTES: usize = 100;
+/// Writes each producer keeps in flight: a gateway core hands over the next tick's batch
+/// without waiting for the previous one to be durable.
+const IN_FLIGHT_MAX: usize = 4;
+/// The offered load of the fixed-rate runs, over both producers.
+const FIXED_RATE_PER_S: u64 = 100_000;
+/// Recovery builds its stores in writes of this many messages over this many chats.
+const BUILD_WRITE_MESSAGES: u64 = 256;
+const BUILD_CHATS: u64 = 10_000;
+/// The store's default `checkpoint_bytes`: the most log a crash can leave to replay.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+// ---- counting allocator -------------------------------------------------------------------
+
+struct Counting;
+
+/// Off except while [`count_allocations`] runs, so the other benches pay one relaxed load.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+fn count(bytes: usize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every method forwards its arguments to `System` unchanged, so `System`'s guarantees
+// are ours; counting touches only atomics and never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller's contract passes through to `System`.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // A growth counts as one allocation of the new size (what a fresh one would cost).
+        count(new_size);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` and returns the allocations and bytes every thread made meanwhile.
+fn count_allocations(f: impl FnOnce()) -> (u64, u64) {
+    let before = (
+        ALLOCATIONS.load(Ordering::SeqCst),
+        ALLOCATED_BYTES.load(Ordering::SeqCst),
+    );
+    COUNTING.store(true, Ordering::SeqCst);
+    f();
+    COUNTING.store(false, Ordering::SeqCst);
+    (
+        ALLOCATIONS.load(Ordering::SeqCst) - before.0,
+        ALLOCATED_BYTES.load(Ordering::SeqCst) - before.1,
+    )
+}
+
+// ---- workload -----------------------------------------------------------------------------
+
+fn user(id: u64) -> UserId {
+    UserId::new(id).expect("a valid user id")
+}
+
+fn device(id: u64) -> DeviceId {
+    DeviceId::new(id).expect("a nonzero device id")
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH);
+    since.map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A 100-byte message from `sender`'s device 1; `id` is unique in the store.
+fn message(sender: UserId, id: u64, ts_ms: u64) -> Entry {
+    Entry::Message(Message {
+        server_msg_id: MessageId::new(u128::from(id)).expect("ids start at 1"),
+        sender,
+        sender_device: device(1),
+        client_msg_id: id,
+        ts_ms,
+        kind: BodyKind::Opaque,
+        body: vec![0x5a; BODY_BYTES],
+        attachments: Vec::new(),
+    })
+}
+
+/// What a gateway core knows about the chats it owns: their heads, and the next ids.
+struct Producer {
+    sender: UserId,
+    chats: Vec<ChatId>,
+    heads: Vec<Seq>,
+    next_chat: usize,
+    sent: u64,
+    id_base: u64,
+    ts_ms: u64,
+}
+
+impl Producer {
+    /// Producer `index`'s 500 direct chats with peers no other producer talks to.
+    fn new(index: u64) -> Self {
+        let sender = user(1000 + index);
+        let peer_base = 1_000_000 + index * CHATS_PER_PRODUCER;
+        let chats = (0..CHATS_PER_PRODUCER)
+            .map(|p| ChatId::direct(sender, user(peer_base + p)))
+            .collect();
+        Self {
+            sender,
+            chats,
+            heads: vec![0; CHATS_PER_PRODUCER as usize],
+            next_chat: 0,
+            sent: 0,
+            id_base: (index + 1) << 40,
+            ts_ms: 0,
+        }
+    }
+
+    fn all() -> Vec<Self> {
+        (0..PRODUCERS).map(Self::new).collect()
+    }
+
+    /// The next message's chat and seq, round-robin over the producer's chats.
+    fn next_seq(&mut self) -> (ChatId, Seq) {
+        let i = self.next_chat;
+        self.next_chat = (i + 1) % self.chats.len();
+        self.heads[i] += 1;
+        (self.chats[i], self.heads[i])
+    }
+
+    /// The next `n` messages as one write.
+    fn write(&mut self, n: u64) -> WriteBatch {
+        // Server time never goes backwards along a chat's log.
+        self.ts_ms = self.ts_ms.max(now_ms());
+        let mutations = (0..n)
+            .map(|_| {
+                let (chat, seq) = self.next_seq();
+                self.sent += 1;
+                let entry = message(self.sender, self.id_base + self.sent, self.ts_ms);
+                Mutation::Append { chat, seq, entry }
+            })
+            .collect();
+        WriteBatch { mutations }
+    }
+}
+
+fn open_store(dir: &Path, options: EmbeddedOptions) -> EmbeddedStore {
+    EmbeddedStore::open(dir, options).expect("open the store")
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir on disk")
+}
+
+// ---- 1. durable write throughput ----------------------------------------------------------
+
+/// One producer: `writes` writes of `per_write` messages, `IN_FLIGHT_MAX` in flight.
+fn produce(store: &EmbeddedStore, producer: &mut Producer, writes: u64, per_write: u64) {
+    let mut in_flight: VecDeque<StoreReply<()>> = VecDeque::with_capacity(IN_FLIGHT_MAX);
+    for _ in 0..writes {
+        if in_flight.len() == IN_FLIGHT_MAX {
+            block_on(in_flight.pop_front().expect("full")).expect("durable write");
+        }
+        in_flight.push_back(store.write(producer.write(per_write)));
+    }
+    for done in in_flight {
+        block_on(done).expect("durable write");
+    }
+}
+
+fn durable_write(c: &mut Criterion) {
+    let dir = temp_dir();
+    let store = open_store(dir.path(), EmbeddedOptions::default());
+    let mut producers = Producer::all();
+    let mut group = c.benchmark_group("store_engine/durable_write_100b_2_producers");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    for per_write in [1_u64, 16, 64] {
+        group.throughput(Throughput::Elements(PRODUCERS * per_write));
+        group.bench_function(BenchmarkId::new("messages_per_write", per_write), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                thread::scope(|s| {
+                    for producer in &mut producers {
+                        let store = &store;
+                        s.spawn(move || produce(store, producer, iters, per_write));
+                    }
+                });
+                start.elapsed()
+            });
+        });
+    }
+    group.finish();
+    drop(store);
+}
+
+// ---- 2. ack latency at a fixed rate, and the rejected alternative -------------------------
+
+/// Where a paced producer's writes go.
+trait Target: Sync {
+    /// A write on its way to being durable.
+    type Pending: Send;
+    /// Hands over the next `n` messages of `producer` as one write.
+    fn submit(&self, producer: &mut Producer, n: u64) -> Self::Pending;
+    /// Returns once that write is durable.
+    fn wait(pending: Self::Pending);
+}
+
+impl Target for EmbeddedStore {
+    type Pending = StoreReply<()>;
+
+    fn submit(&self, producer: &mut Producer, n: u64) -> Self::Pending {
+        self.write(producer.write(n))
+    }
+
+    fn wait(pending: Self::Pending) {
+        block_on(pending).expect("durable write");
+    }
+}
+
+/// The rejected alternative: fjall alone, each write one batch synced with `fdatasync`.
+struct FjallAlone {
+    db: fjall::Database,
+    ks: fjall::Keyspace,
+}
+
+impl Target for FjallAlone {
+    /// The commit is synchronous: once `submit` returns, the write is durable.
+    type Pending = ();
+
+    fn submit(&self, producer: &mut Producer, n: u64) {
+        let mut batch = self
+            .db
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncData));
+        for _ in 0..n {
+            let (chat, seq) = producer.next_seq();
+            let mut key = [0; ChatId::SIZE + 8];
+            key[..ChatId::SIZE].copy_from_slice(chat.as_bytes());
+            key[ChatId::SIZE..].copy_from_slice(&seq.to_be_bytes());
+            batch.insert(&self.ks, key, vec![0x5a; BODY_BYTES]);
+        }
+        batch.commit().expect("fjall commit");
+    }
+
+    fn wait((): ()) {}
+}
+
+/// What one paced producer saw.
+struct Paced {
+    /// Per message: from its tick's intended time to its write's ack, in microseconds.
+    latency_us: Histogram<u64>,
+    writes: u64,
+    last_ack: Instant,
+}
+
+/// Offers `rate_per_s` messages/s over both producers for `secs` and returns the merged
+/// per-message latency, the writes made, and when the last ack arrived.
+fn fixed_rate<T: Target>(target: &T, rate_per_s: u64, secs: u64) -> Paced {
+    let start = Instant::now() + Duration::from_millis(10);
+    let ticks = secs * 1000;
+    let mut producers = Producer::all();
+    let runs: Vec<Paced> = thread::scope(|s| {
+        let runs: Vec<_> = producers
+            .iter_mut()
+            .map(|p| s.spawn(move || paced(target, p, start, rate_per_s / PRODUCERS, ticks)))
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("producer"))
+            .collect()
+    });
+    let mut all = Paced {
+        latency_us: latency_histogram(),
+        writes: 0,
+        last_ack: start,
+    };
+    for run in runs {
+        all.latency_us.add(&run.latency_us).expect("same bounds");
+        all.writes += run.writes;
+        all.last_ack = all.last_ack.max(run.last_ack);
+    }
+    all
+}
+
+/// One producer on a 1 ms tick: at each tick it writes every message due by then (after a
+/// stall, the overdue ticks' messages go in one write), and a second thread waits for the
+/// acks in order and records each message's latency from its tick's intended time.
+fn paced<T: Target>(
+    target: &T,
+    producer: &mut Producer,
+    start: Instant,
+    rate_per_s: u64,
+    ticks: u64,
+) -> Paced {
+    let tick = |i: u64| start + Duration::from_millis(i);
+    let (tx, rx) = mpsc::channel::<(Vec<(Instant, u64)>, T::Pending)>();
+    thread::scope(|s| {
+        let waiter = s.spawn(move || {
+            let mut latency_us = latency_histogram();
+            let (mut writes, mut last_ack) = (0, start);
+            for (due, pending) in rx {
+                T::wait(pending);
+                last_ack = Instant::now();
+                writes += 1;
+                for (intended, n) in due {
+                    let us = last_ack.duration_since(intended).as_micros();
+                    latency_us.saturating_record_n(u64::try_from(us).unwrap_or(u64::MAX), n);
+                }
+            }
+            Paced {
+                latency_us,
+                writes,
+                last_ack,
+            }
+        });
+        let (mut next_tick, mut sent) = (0, 0);
+        while next_tick < ticks {
+            if let Some(wait) = tick(next_tick).checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+            let now = Instant::now();
+            let (mut due, mut n) = (Vec::new(), 0);
+            while next_tick < ticks && tick(next_tick) <= now {
+                let total = (next_tick + 1) * rate_per_s / 1000;
+                due.push((tick(next_tick), total - sent));
+                n += total - sent;
+                sent = total;
+                next_tick += 1;
+            }
+            if n > 0 {
+                let pending = target.submit(producer, n);
+                tx.send((due, pending)).expect("waiter alive");
+            }
+        }
+        drop(tx);
+        waiter.join().expect("waiter")
+    })
+}
+
+/// Microseconds up to a minute at 3 significant digits. (Not `Histogram::new`: an
+/// auto-resizing histogram starts at 2,047 and `saturating_record` clamps rather than grows.)
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")
+}
+
+fn percentiles(h: &Histogram<u64>) -> String {
+    let at = |q: f64| Duration::from_micros(h.value_at_quantile(q));
+    format!(
+        "p50 {:.2?}, p99 {:.2?}, p99.9 {:.2?}, max {:.2?}",
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        Duration::from_micros(h.max())
+    )
+}
+
+fn latency_at_fixed_rate(secs: u64) {
+    let per_tick = FIXED_RATE_PER_S / PRODUCERS / 1000;
+    let dir = temp_dir();
+    let store = open_store(dir.path(), EmbeddedOptions::default());
+    let run = fixed_rate(&store, FIXED_RATE_PER_S, secs);
+    // A read waits until the applier has applied everything acknowledged before it.
+    let read_at = Instant::now();
+    let chat = Producer::new(0).chats[0];
+    block_on(store.chat(chat))
+        .expect("read")
+        .expect("chat exists");
+    let (read, lag) = (read_at.elapsed(), run.last_ack.elapsed());
+    println!(
+        "store_engine/ack_latency_100b_2_producers embedded: offered {FIXED_RATE_PER_S} \
+         messages/s for {secs} s ({per_tick} per ms per producer): {} ({} messages in {} \
+         writes)",
+        percentiles(&run.latency_us),
+        run.latency_us.len(),
+        run.writes
+    );
+    println!(
+        "store_engine/index_apply_lag: last ack to a read's answer {lag:.2?} (the read itself \
+         {read:.2?})"
+    );
+    drop(store);
+    drop(dir);
+
+    let dir = temp_dir();
+    let db = fjall::Database::builder(dir.path()).open().expect("fjall");
+    let ks = db
+        .keyspace("log", fjall::KeyspaceCreateOptions::default)
+        .expect("keyspace");
+    let alone = FjallAlone { db, ks };
+    let rejected = fixed_rate(&alone, FIXED_RATE_PER_S, secs);
+    println!(
+        "store_engine/ack_latency_100b_2_producers fjall alone (SyncData batch per write), same \
+         load: {} ({} messages in {} writes)",
+        percentiles(&rejected.latency_us),
+        rejected.latency_us.len(),
+        rejected.writes
+    );
+    let p99 = |h: &Histogram<u64>| h.value_at_quantile(0.99).max(1);
+    println!(
+        "store_engine/ack_latency p99 ratio fjall alone / embedded: {:.1}x",
+        ratio(p99(&rejected.latency_us), p99(&run.latency_us))
+    );
+}
+
+// ---- 3. one device's full sync ------------------------------------------------------------
+
+const SYNC_CHATS: u64 = 100;
+const SYNC_MESSAGES_PER_CHAT: u64 = 100;
+/// Full syncs the allocation count is averaged over.
+const SYNCS: u64 = 20;
+
+/// User 1's device 1, registered before any message, so it has received nothing; then 100
+/// direct chats of user 1 with 100 messages each from the peer.
+fn sync_setup(store: &EmbeddedStore) -> (UserId, DeviceId) {
+    let (me, my_device) = (user(1), device(1));
+    let seen = Mutation::DeviceSeen {
+        user: me,
+        device: my_device,
+        at_ms: now_ms(),
+    };
+    let mutations = vec![seen];
+    block_on(store.write(WriteBatch { mutations })).expect("device registered");
+    let writes: Vec<_> = (0..SYNC_CHATS)
+        .map(|p| {
+            let peer = user(2 + p);
+            let chat = ChatId::direct(me, peer);
+            let mutations = (1..=SYNC_MESSAGES_PER_CHAT)
+                .map(|seq| Mutation::Append {
+                    chat,
+                    seq,
+                    entry: message(peer, p * SYNC_MESSAGES_PER_CHAT + seq, now_ms()),
+                })
+                .collect();
+            store.write(WriteBatch { mutations })
+        })
+        .collect();
+    for write in writes {
+        block_on(write).expect("durable write");
+    }
+    (me, my_device)
+}
+
+/// The sync plan, then each chat's log in turn (`pipelined`: every read issued at once, so
+/// both reader threads work); returns the entries read.
+fn full_sync(store: &EmbeddedStore, me: UserId, my_device: DeviceId, pipelined: bool) -> usize {
+    let mut plan = block_on(store.sync_plan(me, my_device)).expect("sync plan");
+    // The plan lists every chat; those the device is behind in are what it syncs.
+    plan.retain(|c| c.delivered_seq < c.until_seq);
+    assert_eq!(plan.len() as u64, SYNC_CHATS, "chats to sync");
+    let read =
+        |c: &store::model::SyncChat| store.read_log(c.chat, c.delivered_seq, c.until_seq, 10_000);
+    let pages: Vec<_> = if pipelined {
+        let pending: Vec<_> = plan.iter().map(read).collect();
+        pending.into_iter().map(block_on).collect()
+    } else {
+        plan.iter().map(|c| block_on(read(c))).collect()
+    };
+    let entries = pages
+        .into_iter()
+        .map(|page| page.expect("read_log").entries.len())
+        .sum();
+    assert_eq!(
+        entries as u64,
+        SYNC_CHATS * SYNC_MESSAGES_PER_CHAT,
+        "entries"
+    );
+    entries
+}
+
+fn sync_read(c: &mut Criterion) {
+    let dir = temp_dir();
+    let store = open_store(dir.path(), EmbeddedOptions::default());
+    let (me, my_device) = sync_setup(&store);
+    let mut group = c.benchmark_group("store_engine/sync_read_10k_msgs_100_chats");
+    group.throughput(Throughput::Elements(SYNC_CHATS * SYNC_MESSAGES_PER_CHAT));
+    for (name, pipelined) in [("sequential", false), ("pipelined", true)] {
+        group.bench_function(name, |b| {
+            b.iter(|| full_sync(&store, me, my_device, pipelined));
+        });
+    }
+    group.finish();
+    // Let the applier's timed checkpoint after the setup pass, so it is not counted.
+    thread::sleep(Duration::from_millis(1200));
+    for (name, pipelined) in [("sequential", false), ("pipelined", true)] {
+        let (allocations, bytes) = count_allocations(|| {
+            for _ in 0..SYNCS {
+                full_sync(&store, me, my_device, pipelined);
+            }
+        });
+        println!(
+            "store_engine/sync_read_10k_msgs_100_chats/{name} allocations per full sync \
+             (all threads): {} allocations, {} bytes ({:.1} allocations and {:.0} bytes per \
+             message)",
+            allocations / SYNCS,
+            bytes / SYNCS,
+            ratio(allocations, SYNCS * SYNC_CHATS * SYNC_MESSAGES_PER_CHAT),
+            ratio(bytes, SYNCS * SYNC_CHATS * SYNC_MESSAGES_PER_CHAT),
+        );
+    }
+    drop(store);
+}
+
+// ---- 4. recovery --------------------------------------------------------------------------
+
+/// The chat of build message `k`: round-robin over `BUILD_CHATS` direct chats.
+fn build_chat(i: u64) -> ChatId {
+    ChatId::direct(user(2_000_000 + 2 * i), user(2_000_000 + 2 * i + 1))
+}
+
+/// Writes `messages` messages over `BUILD_CHATS` chats in writes of `BUILD_WRITE_MESSAGES`
+/// from one thread with 16 writes in flight; returns the time it took.
+fn build(store: &EmbeddedStore, messages: u64) -> Duration {
+    const IN_FLIGHT: usize = 16;
+    let start = Instant::now();
+    let mut in_flight: VecDeque<StoreReply<()>> = VecDeque::with_capacity(IN_FLIGHT);
+    let mut k = 0;
+    while k < messages {
+        let n = BUILD_WRITE_MESSAGES.min(messages - k);
+        let ts_ms = now_ms();
+        let mutations = (k..k + n)
+            .map(|k| {
+                let chat = build_chat(k % BUILD_CHATS);
+                let sender = chat.direct_users().expect("direct").0;
+                let seq = k / BUILD_CHATS + 1;
+                let entry = message(sender, k + 1, ts_ms);
+                Mutation::Append { chat, seq, entry }
+            })
+            .collect();
+        if in_flight.len() == IN_FLIGHT {
+            block_on(in_flight.pop_front().expect("full")).expect("durable write");
+        }
+        in_flight.push_back(store.write(WriteBatch { mutations }));
+        k += n;
+    }
+    for done in in_flight {
+        block_on(done).expect("durable write");
+    }
+    start.elapsed()
+}
+
+/// Opens `dir` and waits for the first read; returns the store, the open time and the time
+/// until the read returned.
+fn open_until_ready(dir: &Path, options: EmbeddedOptions) -> (EmbeddedStore, Duration, Duration) {
+    let start = Instant::now();
+    let store = open_store(dir, options);
+    let opened = start.elapsed();
+    let state = block_on(store.chat(build_chat(0))).expect("read");
+    assert!(state.is_some(), "the first chat exists after reopening");
+    (store, opened, start.elapsed())
+}
+
+/// Checkpoints only at close (which cannot delete log segments, the log being closed by
+/// then), so the log keeps every record.
+fn no_checkpoints() -> EmbeddedOptions {
+    EmbeddedOptions {
+        checkpoint_bytes: u64::MAX,
+        checkpoint_interval: Duration::from_hours(1),
+        ..EmbeddedOptions::default()
+    }
+}
+
+fn recovery(messages: u64) {
+    let dir = temp_dir();
+    let store = open_store(dir.path(), EmbeddedOptions::default());
+    println!("store_engine/recovery: building {messages} messages over {BUILD_CHATS} chats…");
+    let built = build(&store, messages);
+    // The applier's backlog after a bulk load: a read waits until it is applied.
+    let caught_up = Instant::now();
+    block_on(store.chat(build_chat(0))).expect("read");
+    let caught_up = caught_up.elapsed();
+    let closing = Instant::now();
+    drop(store);
+    let closed = closing.elapsed();
+    let disk = disk_bytes(dir.path());
+    let (log, index) = (
+        disk_bytes(&dir.path().join("log")),
+        disk_bytes(&dir.path().join("index")),
+    );
+    let (store, opened, ready) = open_until_ready(dir.path(), EmbeddedOptions::default());
+    let report = store.open_report();
+    drop(store);
+    println!(
+        "store_engine/recovery clean reopen of {messages} messages: open {opened:.2?}, ready \
+         (first read returned) {ready:.2?} ({} log records replayed, {} chats); built at \
+         {:.0} messages/s (acks) in writes of {BUILD_WRITE_MESSAGES}, index caught up \
+         {caught_up:.2?} after the last ack, close {closed:.2?}; disk {:.1} bytes/message \
+         (log {:.1}, index {:.1})",
+        report.replayed,
+        report.chats,
+        per_sec(messages, built),
+        ratio(disk, messages),
+        ratio(log, messages),
+        ratio(index, messages),
+    );
+    drop(dir);
+
+    let messages = messages.min(2_000_000);
+    let dir = temp_dir();
+    let store = open_store(dir.path(), no_checkpoints());
+    build(&store, messages);
+    drop(store);
+    let log = disk_bytes(&dir.path().join("log"));
+    std::fs::remove_dir_all(dir.path().join("index")).expect("delete the index");
+    let (store, opened, ready) = open_until_ready(dir.path(), no_checkpoints());
+    let records = store.open_report().replayed;
+    drop(store);
+    let per_s = per_sec(messages, ready);
+    let worst = ratio(CHECKPOINT_BYTES * messages, log.max(1));
+    println!(
+        "store_engine/recovery full replay into an empty index: {messages} messages \
+         ({records} log records, {:.1} log bytes/message) ready in {ready:.2?} (open \
+         {opened:.2?}): {per_s:.0} messages/s; worst case after a crash (one checkpoint's \
+         {} MiB of log, ~{worst:.0} messages): ~{:.2?} of replay",
+        ratio(log, messages),
+        CHECKPOINT_BYTES >> 20,
+        Duration::from_secs_f64(worst / per_s.max(1.0)),
+    );
+}
+
+/// What `du` counts under `path`: allocated blocks, in bytes.
+fn disk_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut total = 0;
+    for entry in std::fs::read_dir(path).expect("list dir") {
+        let entry = entry.expect("dir entry");
+        let meta = entry.metadata().expect("metadata");
+        total += if meta.is_dir() {
+            disk_bytes(&entry.path())
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
+/// `a / b` for figures far below 2^52, where `f64` is exact.
+#[allow(clippy::cast_precision_loss)]
+fn ratio(a: u64, b: u64) -> f64 {
+    a as f64 / b as f64
+}
+
+/// `count` per second over `elapsed` (counts far below 2^52).
+#[allow(clippy::cast_precision_loss)]
+fn per_sec(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    // As criterion decides: `cargo bench -- --test` and `cargo test --benches` run once.
+    let quick = has("--test") || !has("--bench");
+    let mut criterion = Criterion::default().configure_from_args();
+    durable_write(&mut criterion);
+    sync_read(&mut criterion);
+    criterion.final_summary();
+    if has("--list") {
+        return;
+    }
+    let secs = env_u64("SWITCHBOARD_BENCH_LATENCY_SECS").unwrap_or(if quick { 1 } else { 10 });
+    if secs > 0 {
+        latency_at_fixed_rate(secs);
+    }
+    let messages = env_u64("SWITCHBOARD_BENCH_RECOVERY_MESSAGES").unwrap_or(if quick {
+        20_000
+    } else {
+        10_000_000
+    });
+    if messages > 0 {
+        recovery(messages);
+    }
+}
