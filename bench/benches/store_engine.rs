@@ -614,12 +614,12 @@ fn open_until_ready(dir: &Path, options: EmbeddedOptions) -> (EmbeddedStore, Dur
     (store, opened, start.elapsed())
 }
 
-/// Checkpoints only at close (which cannot delete log segments, the log being closed by
-/// then), so the log keeps every record.
+/// Never checkpoints (not even at close), so the log keeps every record.
 fn no_checkpoints() -> EmbeddedOptions {
     EmbeddedOptions {
         checkpoint_bytes: u64::MAX,
         checkpoint_interval: Duration::from_hours(1),
+        checkpoint_on_close: false,
         ..EmbeddedOptions::default()
     }
 }

@@ -129,6 +129,7 @@ fn no_checkpoints() -> EmbeddedOptions {
     EmbeddedOptions {
         checkpoint_bytes: u64::MAX,
         checkpoint_interval: std::time::Duration::from_hours(1),
+        checkpoint_on_close: false,
         log: LogOptions {
             segment_bytes_max: 16 * 1024,
             ..LogOptions::default()

@@ -6,7 +6,8 @@
 //!
 //! Layout: [`gateway`] (start/stop a real gateway), [`token`], [`http`] (ops endpoints),
 //! [`prom`] (a strict Prometheus text parser), [`ws`] (a raw WebSocket client that can also
-//! break the rules). Every wait has a deadline, so no test hangs.
+//! break the rules), [`chat`] (a chat client over it: requests by name, owned events). Every
+//! wait has a deadline, so no test hangs.
 
 use std::path::PathBuf;
 
@@ -35,6 +36,7 @@ pub fn python() -> PathBuf {
     venv
 }
 
+pub mod chat;
 pub mod gateway;
 pub mod http;
 pub mod prom;

@@ -7,12 +7,12 @@
 //! Invariant: `head` is the last seq handed out; the store holds `head` or fewer (the rest is
 //! in the owner's pending or in-flight write).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use store::model::{Change, ChatState, Role, Seq};
+use store::model::{Change, ChatState, ReceiptKind, Role, Seq};
 use wire::enums::ErrorCode;
-use wire::ids::{ChatId, ChatKind, UserId};
+use wire::ids::{ChatId, ChatKind, DeviceId, UserId};
 
 use crate::types::Answer;
 
@@ -32,6 +32,9 @@ pub(crate) struct Chat {
     pub(crate) last_ts: u64,
     /// The last few message senders, for receipts.
     pub(crate) recent_senders: VecDeque<(Seq, UserId)>,
+    /// The highest ack seen per device and kind since the chat was loaded: a lower or equal
+    /// ack moves nothing and sends no receipt.
+    pub(crate) acked: HashMap<(UserId, DeviceId, ReceiptKind), Seq>,
 }
 
 /// The entries one `ModifyParticipants` produces, in order.
@@ -48,6 +51,7 @@ impl Chat {
                 audience: None,
                 last_ts: s.created_ms,
                 recent_senders: VecDeque::new(),
+                acked: HashMap::new(),
             }),
             None => Self::new_direct(id),
         }
@@ -63,6 +67,7 @@ impl Chat {
             audience: None,
             last_ts: 0,
             recent_senders: VecDeque::new(),
+            acked: HashMap::new(),
         })
     }
 
@@ -75,6 +80,7 @@ impl Chat {
             audience: None,
             last_ts: 0,
             recent_senders: VecDeque::new(),
+            acked: HashMap::new(),
         }
     }
 

@@ -699,7 +699,13 @@ fn decide_create(
 }
 
 /// A cursor move, coalesced with others of the same device in this batch, and its receipts.
-fn decide_cursor(chat: &Chat, origin: Origin, kind: ReceiptKind, up_to_seq: Seq, cx: &mut Ctx<'_>) {
+fn decide_cursor(
+    chat: &mut Chat,
+    origin: Origin,
+    kind: ReceiptKind,
+    up_to_seq: Seq,
+    cx: &mut Ctx<'_>,
+) {
     let user = origin.user;
     if !chat.exists() {
         let answer = Answer::error(ErrorCode::NotFound, "no such chat");
@@ -712,6 +718,13 @@ fn decide_cursor(chat: &Chat, origin: Origin, kind: ReceiptKind, up_to_seq: Seq,
         return;
     }
     let up_to_seq = up_to_seq.min(chat.head);
+    let known = chat.acked.entry((user, origin.device, kind)).or_insert(0);
+    if up_to_seq <= *known {
+        // Cursors never move back, and a receipt never reports less than one before it.
+        cx.out.push(Action::Answer(origin, Answer::Ok));
+        return;
+    }
+    *known = up_to_seq;
     let pending = &mut *cx.pending;
     let slot = (chat.id, user, origin.device, kind);
     if let Some(&i) = pending.cursors.get(&slot) {

@@ -57,7 +57,7 @@ fn append(
     txn.put(l::chat(chat), meta.encode());
     buf.clear();
     encode_entry(&mut Enc(buf), entry);
-    txn.put(l::entry(chat, seq), buf.as_slice());
+    txn.put_blind(l::entry(chat, seq), buf.as_slice());
     match entry {
         Entry::Message(m) => {
             let (user, device, client_msg_id) = m.idempotency_key();
@@ -67,8 +67,8 @@ fn append(
                 server_msg_id: m.server_msg_id,
                 ts_ms: m.ts_ms,
             };
-            txn.put(l::sent(user, device, client_msg_id), l::sent_value(&record));
-            txn.put(
+            txn.put_blind(l::sent(user, device, client_msg_id), l::sent_value(&record));
+            txn.put_blind(
                 l::sent_by_time(m.ts_ms, user, device, client_msg_id),
                 Vec::new(),
             );

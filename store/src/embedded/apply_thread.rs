@@ -33,6 +33,8 @@ use crate::reply::Replier;
 pub(crate) struct Shared {
     /// One past the last LSN acknowledged as durable.
     pub(crate) durable_next: AtomicU64,
+    /// Record bytes handed to the applier and not yet applied.
+    pub(crate) backlog_bytes: AtomicU64,
     applied: Mutex<Applied>,
     changed: Condvar,
 }
@@ -47,6 +49,7 @@ impl Shared {
     pub(crate) fn new(next: Lsn) -> Self {
         Self {
             durable_next: AtomicU64::new(next),
+            backlog_bytes: AtomicU64::new(0),
             applied: Mutex::new(Applied {
                 next,
                 failure: None,
@@ -115,6 +118,8 @@ pub(crate) enum ToApplier {
         now: Millis,
         reply: Replier<SweepReport, StoreError>,
     },
+    /// Checkpoint now and say when the log has dropped what the index holds (at close).
+    Checkpoint { reply: Replier<(), StoreError> },
 }
 
 /// When the applier checkpoints.
@@ -162,6 +167,13 @@ impl Applier {
                     since_checkpoint += records.iter().map(|r| r.len() as u64).sum::<u64>();
                     self.apply(first_lsn, &records, rx, &mut since_checkpoint, &mut buf)
                 }
+                ToApplier::Checkpoint { reply } => {
+                    self.checkpoint_and_wait();
+                    since_checkpoint = 0;
+                    last_checkpoint = Instant::now();
+                    reply.send(Ok(()));
+                    Ok(())
+                }
                 ToApplier::Sweep { now, reply } => {
                     let mut txn = Txn::new(&self.db, &self.ks);
                     match sweep(&mut txn, &self.retention, now) {
@@ -195,6 +207,17 @@ impl Applier {
         }
     }
 
+    /// Like [`Applier::checkpoint`], waiting until the log has deleted the segments.
+    fn checkpoint_and_wait(&self) {
+        if let Err(error) = self.db.persist(PersistMode::SyncAll) {
+            tracing::warn!(%error, "store: persisting the index failed; keeping the log");
+            return;
+        }
+        if let Err(error) = futures_lite::future::block_on(self.log.checkpoint(self.next)) {
+            tracing::warn!(%error, "store: the log could not drop checkpointed segments");
+        }
+    }
+
     /// Applies `records` and whatever else is queued (up to a bound) as one index batch.
     fn apply(
         &mut self,
@@ -205,13 +228,16 @@ impl Applier {
         buf: &mut Vec<u8>,
     ) -> Result<(), IndexError> {
         let mut txn = Txn::new(&self.db, &self.ks);
+        let mut applied_bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
         apply_records(&mut txn, &mut self.next, first_lsn, records, buf)?;
         // Coalesce queued batches into this index batch; a sweep waits for the next turn.
         let mut deferred = None;
         while txn.len() < 65_536 {
             match rx.try_recv() {
                 Ok(ToApplier::Apply { first_lsn, records }) => {
-                    *since_checkpoint += records.iter().map(|r| r.len() as u64).sum::<u64>();
+                    let bytes = records.iter().map(|r| r.len() as u64).sum::<u64>();
+                    *since_checkpoint += bytes;
+                    applied_bytes += bytes;
                     apply_records(&mut txn, &mut self.next, first_lsn, &records, buf)?;
                 }
                 Ok(other) => {
@@ -224,7 +250,13 @@ impl Applier {
         txn.put(l::APPLY_FROM, l::vars(&[self.next]));
         txn.commit()?;
         self.shared.set_applied(self.next);
-        if let Some(ToApplier::Sweep { now, reply }) = deferred {
+        self.shared
+            .backlog_bytes
+            .fetch_sub(applied_bytes, std::sync::atomic::Ordering::AcqRel);
+        if let Some(ToApplier::Checkpoint { reply }) = deferred {
+            self.checkpoint_and_wait();
+            reply.send(Ok(()));
+        } else if let Some(ToApplier::Sweep { now, reply }) = deferred {
             let mut txn = Txn::new(&self.db, &self.ks);
             let report = sweep(&mut txn, &self.retention, now);
             match report {

@@ -30,6 +30,7 @@ pub(crate) struct SeqGate {
     staged: Vec<(ChatId, Seq)>,
     applier: Sender<ToApplier>,
     shared: Arc<Shared>,
+    backlog_bytes_max: u64,
 }
 
 impl SeqGate {
@@ -37,6 +38,7 @@ impl SeqGate {
         heads: HashMap<ChatId, Seq>,
         applier: Sender<ToApplier>,
         shared: Arc<Shared>,
+        backlog_bytes_max: u64,
     ) -> Self {
         Self {
             heads,
@@ -44,6 +46,7 @@ impl SeqGate {
             staged: Vec::new(),
             applier,
             shared,
+            backlog_bytes_max,
         }
     }
 
@@ -124,8 +127,15 @@ impl Gate for SeqGate {
 
     fn durable(&mut self, first_lsn: Lsn, records: Vec<Vec<u8>>) {
         let next = first_lsn + records.len() as u64;
-        // A blocking send on the writer thread: if the applier falls behind by a whole queue,
-        // acknowledgements wait for it (backpressure) rather than memory growing.
+        let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
+        // Backpressure on the writer thread: if the applier is a whole backlog behind,
+        // acknowledgements wait for it rather than memory growing without bound.
+        while self.shared.backlog_bytes.load(Ordering::Acquire) > self.backlog_bytes_max
+            && self.shared.failure().is_none()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.shared.backlog_bytes.fetch_add(bytes, Ordering::AcqRel);
         if self
             .applier
             .send(ToApplier::Apply { first_lsn, records })

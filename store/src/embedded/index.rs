@@ -68,6 +68,10 @@ pub(crate) struct Txn<'a> {
     db: &'a Database,
     ks: &'a Keyspace,
     overlay: BTreeMap<Vec<u8>, Option<Slice>>,
+    /// Rows the applier writes but never reads back (log entries, idempotency rows): they
+    /// skip the overlay and go straight into the batch.
+    blind: Option<fjall::OwnedWriteBatch>,
+    blind_len: usize,
 }
 
 impl<'a> Txn<'a> {
@@ -76,7 +80,19 @@ impl<'a> Txn<'a> {
             db,
             ks,
             overlay: BTreeMap::new(),
+            blind: None,
+            blind_len: 0,
         }
+    }
+
+    /// Puts a row that this transaction never reads back and never deletes (it is not visible
+    /// to [`View`] reads until committed).
+    pub(crate) fn put_blind(&mut self, key: impl AsRef<[u8]>, value: impl Into<Slice>) {
+        let ks = self.ks;
+        self.blind
+            .get_or_insert_with(|| self.db.batch())
+            .insert(ks, key.as_ref(), value.into());
+        self.blind_len += 1;
     }
 
     pub(crate) fn put(&mut self, key: impl AsRef<[u8]>, value: impl Into<Slice>) {
@@ -95,16 +111,17 @@ impl<'a> Txn<'a> {
 
     /// Buffered changes.
     pub(crate) fn len(&self) -> usize {
-        self.overlay.len()
+        self.overlay.len() + self.blind_len
     }
 
     /// Writes every buffered change as one atomic batch (not synced: the log is durable, and
     /// checkpoints persist the index before they let log segments go).
     pub(crate) fn commit(&mut self) -> Result<()> {
-        if self.overlay.is_empty() {
+        if self.overlay.is_empty() && self.blind.is_none() {
             return Ok(());
         }
-        let mut batch = self.db.batch();
+        let mut batch = self.blind.take().unwrap_or_else(|| self.db.batch());
+        self.blind_len = 0;
         for (key, value) in std::mem::take(&mut self.overlay) {
             match value {
                 Some(value) => batch.insert(self.ks, key, value),

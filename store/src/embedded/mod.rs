@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use wire::ids::{ChatId, DeviceId, UserId};
 
@@ -67,14 +67,20 @@ pub struct EmbeddedOptions {
     pub readers: usize,
     /// Queries waiting for a reader before new ones are refused with `Overloaded`.
     pub read_queue_max: usize,
-    /// Durable batches waiting for the applier before acknowledgements wait for it.
-    pub apply_queue_max: usize,
+    /// Record bytes handed to the applier and not yet applied before the writer (and so
+    /// every acknowledgement) waits for it. Large enough to ride out the index's memtable
+    /// stalls (100–300 ms) without stalling acks; it bounds the applier's memory and how far
+    /// the index may lag (a crash replays at most this plus `checkpoint_bytes` of log).
+    pub apply_backlog_bytes_max: u64,
     /// Checkpoint after this many record bytes applied.
     pub checkpoint_bytes: u64,
     /// Or after this long with anything applied.
     pub checkpoint_interval: Duration,
     /// The index's block cache, in bytes.
     pub cache_bytes: u64,
+    /// At close, checkpoint so the log keeps nothing the index holds (the default). Off, the
+    /// log keeps every segment since the last checkpoint (recovery tests use this).
+    pub checkpoint_on_close: bool,
 }
 
 impl Default for EmbeddedOptions {
@@ -84,10 +90,11 @@ impl Default for EmbeddedOptions {
             retention: Retention::default(),
             readers: 2,
             read_queue_max: 65_536,
-            apply_queue_max: 1024,
+            apply_backlog_bytes_max: 256 << 20,
             checkpoint_bytes: 64 << 20,
             checkpoint_interval: Duration::from_secs(1),
             cache_bytes: 64 << 20,
+            checkpoint_on_close: true,
         }
     }
 }
@@ -157,6 +164,7 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
+    checkpoint_on_close: bool,
     log: Option<Log>,
     applier_tx: Option<Sender<ToApplier>>,
     readers: Readers,
@@ -172,9 +180,12 @@ impl EmbeddedStore {
     /// not match the log, or I/O.
     pub fn open(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, OpenError> {
         options.retention.validate().map_err(OpenError::Options)?;
-        if options.readers == 0 || options.read_queue_max == 0 || options.apply_queue_max == 0 {
+        if options.readers == 0
+            || options.read_queue_max == 0
+            || options.apply_backlog_bytes_max == 0
+        {
             return Err(OpenError::Options(
-                "readers, read_queue_max and apply_queue_max must be nonzero",
+                "readers, read_queue_max and apply_backlog_bytes_max must be nonzero",
             ));
         }
         let dir = dir.as_ref();
@@ -193,7 +204,8 @@ impl EmbeddedStore {
             Some(bytes) => layout::read_vars::<1>(&bytes).map_err(IndexError::from)?[0],
             None => 0,
         };
-        let (applier_tx, applier_rx) = crossbeam_channel::bounded(options.apply_queue_max);
+        // Unbounded in messages, bounded in bytes by the gate (`apply_backlog_bytes_max`).
+        let (applier_tx, applier_rx) = crossbeam_channel::unbounded();
         let mut replayed = 0;
         let shared = Arc::new(Shared::new(0));
         let gate_shared = shared.clone();
@@ -209,7 +221,12 @@ impl EmbeddedStore {
             replayed = replay(&db, &ks, recovery, apply_from)?;
             gate_shared.start_at(recovery.next_lsn());
             let heads = read::heads(&ks)?;
-            Ok(gate::SeqGate::new(heads, applier_tx.clone(), gate_shared))
+            Ok(gate::SeqGate::new(
+                heads,
+                applier_tx.clone(),
+                gate_shared,
+                options.apply_backlog_bytes_max,
+            ))
         })?;
         let report = OpenReport {
             replayed,
@@ -244,6 +261,7 @@ impl EmbeddedStore {
             })?);
         }
         let inner = Inner {
+            checkpoint_on_close: options.checkpoint_on_close,
             log: Some(log),
             applier_tx: Some(applier_tx),
             readers: Readers::new(read_tx, shared),
@@ -359,8 +377,19 @@ fn replay(
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The log first: its writer finishes the queue and hands the last records on (and
-        // drops the gate's sender to the applier).
+        // Let the log drop what the index will hold: a checkpoint request queues behind every
+        // append, so once it is answered every acknowledged record was handed to the applier;
+        // then the applier applies them, persists, and has the log delete covered segments.
+        if let (true, Some(log), Some(tx)) = (self.checkpoint_on_close, &self.log, &self.applier_tx)
+        {
+            let flushed = futures_lite::future::block_on(log.handle().checkpoint(0));
+            let (reply, answer) = Reply::channel();
+            if flushed.is_ok() && tx.send(ToApplier::Checkpoint { reply }).is_ok() {
+                let _ = futures_lite::future::block_on(answer);
+            }
+        }
+        // Then the log: its writer finishes the queue (and drops the gate's sender to the
+        // applier).
         if let Some(log) = self.log.take() {
             log.close();
         }
@@ -452,12 +481,9 @@ impl Store for EmbeddedStore {
             return Reply::ready(Err(StoreError::Closed));
         };
         let (reply, answer) = Reply::channel();
-        match tx.try_send(ToApplier::Sweep { now: now_ms, reply }) {
+        match tx.send(ToApplier::Sweep { now: now_ms, reply }) {
             Ok(()) => answer,
-            Err(TrySendError::Full(_)) => Reply::ready(Err(StoreError::Overloaded(
-                "the applier queue is full".into(),
-            ))),
-            Err(TrySendError::Disconnected(_)) => Reply::ready(Err(StoreError::Closed)),
+            Err(_) => Reply::ready(Err(StoreError::Closed)),
         }
     }
 }
