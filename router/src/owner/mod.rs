@@ -380,15 +380,12 @@ impl Owner {
             // mutations cannot exist.
             return;
         }
-        let batch = std::mem::take(&mut self.pending);
+        let mut batch = std::mem::take(&mut self.pending);
         let id = self.next_write;
         self.next_write += 1;
-        out.push(Action::Write(
-            id,
-            WriteBatch {
-                mutations: batch.mutations.clone(),
-            },
-        ));
+        // The mutations go to the store; the effects wait here for the outcome.
+        let mutations = std::mem::take(&mut batch.mutations);
+        out.push(Action::Write(id, WriteBatch { mutations }));
         self.in_flight = Some((id, batch));
     }
 
