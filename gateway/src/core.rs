@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use wire::UserId;
 use wire::ws::{self, close};
 
 /// A server ping with an empty payload (RFC 6455 control frame, unmasked).
@@ -60,6 +61,8 @@ pub struct Conn {
     /// When the hub attached it (µs since the epoch), to tell older connections of the same
     /// device from newer ones.
     pub attached_us: Cell<u64>,
+    /// Users whose presence this connection subscribed to (sorted).
+    pub presence_subs: RefCell<Vec<UserId>>,
     /// The send rate limit's bucket: tokens left, and when it was last updated (core ms).
     pub send_bucket: Cell<(f64, u64)>,
 }
@@ -173,6 +176,7 @@ impl Core {
             closing: Cell::new(None),
             id: Cell::new(0),
             attached_us: Cell::new(0),
+            presence_subs: RefCell::new(Vec::new()),
             session: RefCell::new(None),
             send_bucket: Cell::new((0.0, 0)),
         });

@@ -17,6 +17,7 @@
 //! - No lock is shared between cores; the mesh is the only cross-core path.
 
 mod frames;
+mod presence;
 mod requests;
 mod sync;
 
@@ -66,6 +67,13 @@ pub enum Item {
     /// A device connected at this time (µs since the epoch): its connections attached
     /// earlier close with 4002.
     Connected(UserId, DeviceId, u64),
+    /// For the user's presence core: a device connected, disconnected or changed visibility.
+    PresenceDevice(UserId, DeviceId, presence::DeviceChange),
+    /// For the user's presence core: send the user's presence to this connection.
+    PresenceQuery(UserId, u64),
+    /// A user's presence (online, last seen): to the one connection given, or to every
+    /// subscriber.
+    Presence(UserId, bool, u64, Option<u64>),
 }
 
 /// The channel mesh every core joins at start.
@@ -93,6 +101,7 @@ pub struct Hub {
     next_conn: Cell<u64>,
     outbox: RefCell<Vec<Vec<Item>>>,
     senders: Senders<Vec<Item>>,
+    presence: RefCell<presence::Presence>,
 }
 
 impl Hub {
@@ -125,11 +134,13 @@ impl Hub {
             next_conn: Cell::new(1),
             outbox: RefCell::new((0..peers).map(|_| Vec::new()).collect()),
             senders,
+            presence: RefCell::new(presence::Presence::default()),
         });
         if core.hub.set(hub.clone()).is_err() {
             anyhow::bail!("the messaging hub started twice");
         }
         spawn_receivers(core, receivers);
+        glommio::spawn_local(presence::flush_forever(core.clone(), hub.clone())).detach();
         let driver = core.clone();
         glommio::spawn_local(async move { drive(&driver, &hub).await }).detach();
         Ok(())
@@ -172,6 +183,7 @@ impl Hub {
         self.broadcast(|| Item::Connected(user, device, at));
         self.tick.raise();
         self.replace_older(user, device, at);
+        self.presence_device(user, device, presence::DeviceChange::Connected);
         let (hub, core, conn) = (self.clone(), core.clone(), conn.clone());
         glommio::spawn_local(async move { sync::run(&hub, &core, &conn).await }).detach();
     }
@@ -203,6 +215,92 @@ impl Hub {
             }
         }
         conn.session.borrow_mut().take();
+        let watched = std::mem::take(&mut *conn.presence_subs.borrow_mut());
+        self.presence
+            .borrow_mut()
+            .subscribe(conn.id.get(), &watched, &[]);
+        self.presence_device(
+            conn.identity.user,
+            conn.identity.device,
+            presence::DeviceChange::Disconnected,
+        );
+    }
+
+    /// The core that keeps `user`'s presence.
+    fn presence_core(&self, user: UserId) -> usize {
+        let peers = self.outbox.borrow().len().max(1) as u64;
+        let mut x = user.get().wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 29;
+        usize::try_from(x % peers).unwrap_or(0)
+    }
+
+    /// Reports a device change to the user's presence core.
+    pub(crate) fn presence_device(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        change: presence::DeviceChange,
+    ) {
+        let core = self.presence_core(user);
+        if core == self.me {
+            self.presence.borrow_mut().device(user, device, change);
+        } else {
+            self.outbox.borrow_mut()[core].push(Item::PresenceDevice(user, device, change));
+            self.tick.raise();
+        }
+    }
+
+    /// Replaces `conn`'s presence subscriptions and asks for the current state of each user.
+    pub(crate) fn subscribe_presence(&self, core: &Core, conn: &Conn, users: &[UserId]) {
+        let mut users = users.to_vec();
+        users.sort_unstable();
+        users.dedup();
+        let old = std::mem::replace(&mut *conn.presence_subs.borrow_mut(), users.clone());
+        let id = conn.id.get();
+        self.presence.borrow_mut().subscribe(id, &old, &users);
+        for user in users {
+            let pc = self.presence_core(user);
+            if pc == self.me {
+                let (online, last_seen) = self.presence.borrow().state(user);
+                self.presence_local(core, user, online, last_seen, Some(id));
+            } else {
+                self.outbox.borrow_mut()[pc].push(Item::PresenceQuery(user, id));
+            }
+        }
+        self.tick.raise();
+    }
+
+    /// Sends a presence to one connection on this core (`target`), or to this core's
+    /// subscribers of `user`.
+    fn presence_local(
+        &self,
+        core: &Core,
+        user: UserId,
+        online: bool,
+        last_seen_ms: u64,
+        target: Option<u64>,
+    ) {
+        let frame = ServerFrame::Presence(wire::Presence {
+            user,
+            online,
+            last_seen_ms,
+        });
+        let ids: Vec<u64> = match target {
+            Some(id) => vec![id],
+            None => self.presence.borrow().subscribers(user).to_vec(),
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let Some(frame) = core.encode(&frame) else {
+            return;
+        };
+        let conns = self.conns.borrow();
+        for id in ids {
+            if let Some(conn) = conns.get(&(id & ((1 << CONN_ID_BITS) - 1))) {
+                core.send(conn, frame.clone());
+            }
+        }
     }
 
     /// Hands a request to its chat's owner core.
@@ -386,6 +484,21 @@ impl Hub {
                 Item::Receipt(receipt) => self.receipt_local(core, &receipt),
                 Item::Typing(typing) => self.typing_local(core, &typing),
                 Item::Connected(user, device, newest) => self.replace_older(user, device, newest),
+                Item::PresenceDevice(user, device, change) => {
+                    self.presence.borrow_mut().device(user, device, change);
+                }
+                Item::PresenceQuery(user, reply_to) => {
+                    let (online, last_seen) = self.presence.borrow().state(user);
+                    let target = usize::try_from(reply_to >> CONN_ID_BITS).unwrap_or(usize::MAX);
+                    let item = Item::Presence(user, online, last_seen, Some(reply_to));
+                    if let Some(queue) = self.outbox.borrow_mut().get_mut(target) {
+                        queue.push(item);
+                    }
+                    self.tick.raise();
+                }
+                Item::Presence(user, online, last_seen, target) => {
+                    self.presence_local(core, user, online, last_seen, target);
+                }
             }
         }
     }

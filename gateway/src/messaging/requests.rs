@@ -101,10 +101,16 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
             .detach();
             return;
         }
-        Request::CreateAttachment(_)
-        | Request::GetAttachmentUrl(_)
-        | Request::SetPresence(_)
-        | Request::SubscribePresence(_) => {
+        Request::SetPresence(p) => {
+            let change = super::presence::DeviceChange::Shown(p.online);
+            hub.presence_device(conn.identity.user, conn.identity.device, change);
+            return reply(core, conn, frame.request_id, &Answer::Ok);
+        }
+        Request::SubscribePresence(p) => {
+            hub.subscribe_presence(core, conn, p.users);
+            return reply(core, conn, frame.request_id, &Answer::Ok);
+        }
+        Request::CreateAttachment(_) | Request::GetAttachmentUrl(_) => {
             let answer = Answer::error(ErrorCode::Unsupported, "not implemented yet");
             return reply(core, conn, frame.request_id, &answer);
         }
