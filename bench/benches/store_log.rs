@@ -96,7 +96,8 @@ fn ack_latency_at_fixed_rate(rate: u64, secs: u64) {
             .map(|p| p.join().expect("producer"))
             .collect()
     });
-    let mut all = Histogram::<u64>::new(3).expect("histogram");
+    let mut all =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram: 1 µs to 60 s");
     for h in &histograms {
         all.add(h).expect("same bounds");
     }
@@ -123,7 +124,8 @@ fn paced_producer(
 ) -> Histogram<u64> {
     let (tx, rx) = mpsc::channel::<(Instant, InFlight)>();
     let waiter = thread::spawn(move || {
-        let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+        let mut histogram =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram: 1 µs to 60 s");
         for (intended, done) in rx {
             block_on(done).expect("append");
             let latency = Instant::now().duration_since(intended);
