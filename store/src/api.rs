@@ -14,7 +14,7 @@
 //! - After a failed sync the store refuses every later write ([`StoreError::ReadOnly`]) until
 //!   it is reopened; no write of the failed batch is acknowledged.
 
-use wire::ids::{ChatId, DeviceId, UserId};
+use wire::ids::{ChatId, ChatKind, DeviceId, UserId};
 
 use crate::model::{
     ChatState, Device, DeviceCursor, LogPage, Millis, SentRecord, Seq, SweepReport, SyncChat,
@@ -113,6 +113,41 @@ pub enum StoreError {
     /// The store was closed.
     #[error("store closed")]
     Closed,
+}
+
+/// The append rule every backend enforces: `seq` must be the chat's `head + 1` (`head` 0: no
+/// such chat, so only seq 1 may create it); a group starts with `Created` at seq 1, and nothing
+/// else is `Created`.
+///
+/// # Errors
+/// `UnknownChat` (appending past seq 1 to no chat, or a group whose first entry is not
+/// `Created`), `SeqConflict`, or `Invalid` (a misplaced `Created`).
+pub fn check_append(
+    chat: ChatId,
+    head: Seq,
+    seq: Seq,
+    creates_group: bool,
+) -> Result<(), StoreError> {
+    if head == 0 && seq != 1 {
+        return Err(StoreError::UnknownChat(chat));
+    }
+    if seq != head + 1 {
+        return Err(StoreError::SeqConflict {
+            chat,
+            expected: head + 1,
+            got: seq,
+        });
+    }
+    match (chat.kind(), seq == 1, creates_group) {
+        (ChatKind::Group, true, false) => Err(StoreError::UnknownChat(chat)),
+        (ChatKind::Direct, _, true) => Err(StoreError::Invalid(format!(
+            "Created in direct chat {chat:?}"
+        ))),
+        (ChatKind::Group, false, true) => Err(StoreError::Invalid(format!(
+            "Created at seq {seq} of {chat:?}; only seq 1 creates a group"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 impl Closed for StoreError {

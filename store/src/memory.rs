@@ -383,16 +383,6 @@ impl State {
 
 /// Whether `seq` may append `entry` to a chat whose head is `head` (0: no such chat).
 fn check_append(chat: ChatId, head: Seq, seq: Seq, entry: &Entry) -> Result<(), StoreError> {
-    if head == 0 && seq != 1 {
-        return Err(StoreError::UnknownChat(chat));
-    }
-    if seq != head + 1 {
-        return Err(StoreError::SeqConflict {
-            chat,
-            expected: head + 1,
-            got: seq,
-        });
-    }
     let creates = matches!(
         entry,
         Entry::Update(Update {
@@ -400,16 +390,7 @@ fn check_append(chat: ChatId, head: Seq, seq: Seq, entry: &Entry) -> Result<(), 
             ..
         })
     );
-    match (chat.kind(), seq == 1, creates) {
-        (ChatKind::Group, true, false) => Err(StoreError::UnknownChat(chat)),
-        (ChatKind::Direct, _, true) => Err(StoreError::Invalid(format!(
-            "Created in direct chat {chat:?}"
-        ))),
-        (ChatKind::Group, false, true) => Err(StoreError::Invalid(format!(
-            "Created at seq {seq} of {chat:?}; only seq 1 creates a group"
-        ))),
-        _ => Ok(()),
-    }
+    crate::api::check_append(chat, head, seq, creates)
 }
 
 /// Whether something stamped `ts_ms` is past `ttl_ms` at `now`.

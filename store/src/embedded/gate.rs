@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Sender;
-use wire::ids::{ChatId, ChatKind};
+use wire::ids::ChatId;
 
 use super::apply_thread::{Shared, ToApplier};
 use super::codec::{Claim, decode_claims};
@@ -68,18 +68,7 @@ impl SeqGate {
                     seq,
                     creates_group,
                 } => {
-                    let head = self.head(chat);
-                    if head == 0 && seq != 1 {
-                        return Err(StoreError::UnknownChat(chat));
-                    }
-                    if seq != head + 1 {
-                        return Err(StoreError::SeqConflict {
-                            chat,
-                            expected: head + 1,
-                            got: seq,
-                        });
-                    }
-                    check_creation(chat, seq, creates_group)?;
+                    crate::api::check_append(chat, self.head(chat), seq, creates_group)?;
                     self.staged.push((chat, seq));
                 }
                 Claim::Cursor { chat } => {
@@ -90,20 +79,6 @@ impl SeqGate {
             }
         }
         Ok(())
-    }
-}
-
-/// A group starts with `Created` at seq 1; nothing else may be `Created`.
-fn check_creation(chat: ChatId, seq: Seq, creates_group: bool) -> Result<(), StoreError> {
-    match (chat.kind(), seq == 1, creates_group) {
-        (ChatKind::Group, true, false) => Err(StoreError::UnknownChat(chat)),
-        (ChatKind::Direct, _, true) => Err(StoreError::Invalid(
-            "a direct chat is not created with Created".into(),
-        )),
-        (ChatKind::Group, false, true) => Err(StoreError::Invalid(
-            "Created is only the first entry of a group".into(),
-        )),
-        _ => Ok(()),
     }
 }
 
