@@ -279,11 +279,17 @@ impl Core {
         }
     }
 
-    /// Encodes a server frame as a complete WebSocket frame, ready to share.
+    /// Encodes a server frame as a complete WebSocket frame, ready to share on this core.
     pub fn encode(&self, frame: &wire::ServerFrame<'_>) -> Option<Frame> {
+        self.encode_bytes(frame)
+            .map(|out| Frame::Local(Rc::from(out)))
+    }
+
+    /// Encodes a server frame as a complete WebSocket frame (e.g. to share across cores).
+    pub fn encode_bytes(&self, frame: &wire::ServerFrame<'_>) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         match self.encoder.borrow_mut().encode_ws(frame, &mut out) {
-            Ok(()) => Some(Frame::Local(Rc::from(out))),
+            Ok(()) => Some(out),
             Err(e) => {
                 // Our own frames are bounded by the limits; this is a bug, not input.
                 tracing::error!(error = %e, "cannot encode a server frame");

@@ -169,10 +169,7 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
 async fn retention(store: Arc<dyn store::Store>, interval_ms: u64) {
     loop {
         glommio::timer::sleep(Duration::from_millis(interval_ms)).await;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        match store.sweep(now).await {
+        match store.sweep(crate::messaging::unix_ms()).await {
             Ok(report) => tracing::debug!(?report, "retention sweep"),
             Err(error) => tracing::warn!(%error, "retention sweep failed"),
         }

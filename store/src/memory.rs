@@ -14,6 +14,7 @@
 //! - A user's cursor rows in a chat belong to its current stint: rejoining clears the old ones,
 //!   so a device never receives what was sent while its user was away.
 
+use crate::model::expired;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -391,11 +392,6 @@ fn check_append(chat: ChatId, head: Seq, seq: Seq, entry: &Entry) -> Result<(), 
         })
     );
     crate::api::check_append(chat, head, seq, creates)
-}
-
-/// Whether something stamped `ts_ms` is past `ttl_ms` at `now`.
-fn expired(now: Millis, ts_ms: Millis, ttl_ms: Millis) -> bool {
-    now.saturating_sub(ts_ms) > ttl_ms
 }
 
 impl Chat {

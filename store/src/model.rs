@@ -288,6 +288,12 @@ impl Retention {
     }
 }
 
+/// Whether something stamped `ts_ms` is past `ttl_ms` at `now` (the one TTL rule of every
+/// backend: strictly older than the TTL).
+pub fn expired(now: Millis, ts_ms: Millis, ttl_ms: Millis) -> bool {
+    now.saturating_sub(ts_ms) > ttl_ms
+}
+
 impl Message {
     /// The idempotency key this message answers.
     pub fn idempotency_key(&self) -> (UserId, DeviceId, u64) {

@@ -44,6 +44,16 @@ pub use requests::handle_request;
 /// Bits of `Origin::reply_to` that hold the connection id (the rest is the core).
 const CONN_ID_BITS: u32 = 48;
 
+/// The per-core connection id inside a `reply_to` (`Conn::id`).
+fn local_id(reply_to: u64) -> u64 {
+    reply_to & ((1 << CONN_ID_BITS) - 1)
+}
+
+/// The core of a `reply_to`.
+fn core_of(reply_to: u64) -> usize {
+    usize::try_from(reply_to >> CONN_ID_BITS).unwrap_or(usize::MAX)
+}
+
 /// A durable entry as every core fans it out: the delivery and its encoded frame.
 #[derive(Debug)]
 pub struct Fanout {
@@ -158,7 +168,7 @@ impl Hub {
 
     /// The shared handle of an attached connection.
     fn conn(&self, conn: &Conn) -> Option<Rc<Conn>> {
-        let id = conn.id.get() & ((1 << CONN_ID_BITS) - 1);
+        let id = local_id(conn.id.get());
         self.conns.borrow().get(&id).cloned()
     }
 
@@ -203,7 +213,7 @@ impl Hub {
 
     /// Forgets a connection that is ending.
     pub fn detach(&self, conn: &Conn) {
-        let id = conn.id.get() & ((1 << CONN_ID_BITS) - 1);
+        let id = local_id(conn.id.get());
         if self.conns.borrow_mut().remove(&id).is_none() {
             return;
         }
@@ -297,7 +307,7 @@ impl Hub {
         };
         let conns = self.conns.borrow();
         for id in ids {
-            if let Some(conn) = conns.get(&(id & ((1 << CONN_ID_BITS) - 1))) {
+            if let Some(conn) = conns.get(&local_id(id)) {
                 core.send(conn, frame.clone());
             }
         }
@@ -345,7 +355,7 @@ impl Hub {
             Action::Deliver(delivery) => {
                 let Some(frame) =
                     frames::entry_frame(delivery.chat, delivery.seq, &delivery.entry, |f| {
-                        encode_shared(core, f)
+                        core.encode_bytes(f).map(Arc::<[u8]>::from)
                     })
                 else {
                     return;
@@ -377,14 +387,14 @@ impl Hub {
 
     /// Sends an answer to the connection that asked (here or on its core).
     fn answer(&self, core: &Core, origin: Origin, answer: Answer) {
-        let owner_core = usize::try_from(origin.reply_to >> CONN_ID_BITS).unwrap_or(usize::MAX);
+        let owner_core = core_of(origin.reply_to);
         if owner_core != self.me {
             if let Some(queue) = self.outbox.borrow_mut().get_mut(owner_core) {
                 queue.push(Item::Answer(origin, answer));
             }
             return;
         }
-        let id = origin.reply_to & ((1 << CONN_ID_BITS) - 1);
+        let id = local_id(origin.reply_to);
         let conn = self.conns.borrow().get(&id).cloned();
         if let Some(conn) = conn
             && let Some(frame) = frames::result(origin.request_id, &answer, |f| core.encode(f))
@@ -489,7 +499,7 @@ impl Hub {
                 }
                 Item::PresenceQuery(user, reply_to) => {
                     let (online, last_seen) = self.presence.borrow().state(user);
-                    let target = usize::try_from(reply_to >> CONN_ID_BITS).unwrap_or(usize::MAX);
+                    let target = core_of(reply_to);
                     let item = Item::Presence(user, online, last_seen, Some(reply_to));
                     if let Some(queue) = self.outbox.borrow_mut().get_mut(target) {
                         queue.push(item);
@@ -511,18 +521,6 @@ fn send_event(core: &Core, conn: &Conn, event: &Event) {
     }
 }
 
-/// Encodes a frame for sharing across cores.
-fn encode_shared(core: &Core, frame: &ServerFrame<'_>) -> Option<Arc<[u8]>> {
-    let mut out = Vec::new();
-    match core.encoder.borrow_mut().encode_ws(frame, &mut out) {
-        Ok(()) => Some(Arc::from(out)),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode a server frame");
-            None
-        }
-    }
-}
-
 /// Microseconds since the Unix epoch (orders connections of one device across cores).
 fn unix_us() -> u64 {
     std::time::SystemTime::now()
@@ -530,8 +528,8 @@ fn unix_us() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Milliseconds since the Unix epoch (server time for entries).
-fn unix_ms() -> u64 {
+/// Milliseconds since the Unix epoch (server time for entries, presence, retention).
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -207,6 +207,7 @@ impl EmbeddedStore {
         // Unbounded in messages, bounded in bytes by the gate (`apply_backlog_bytes_max`).
         let (applier_tx, applier_rx) = crossbeam_channel::unbounded();
         let mut replayed = 0;
+        let mut chats = 0;
         let shared = Arc::new(Shared::new(0));
         let gate_shared = shared.clone();
         let log = Log::open_with(dir.join("log"), options.log, |recovery| {
@@ -221,6 +222,7 @@ impl EmbeddedStore {
             replayed = replay(&db, &ks, recovery, apply_from)?;
             gate_shared.start_at(recovery.next_lsn());
             let heads = read::heads(&ks)?;
+            chats = heads.len();
             Ok(gate::SeqGate::new(
                 heads,
                 applier_tx.clone(),
@@ -231,7 +233,7 @@ impl EmbeddedStore {
         let report = OpenReport {
             replayed,
             torn_bytes_dropped: log.recovery().bytes_dropped(),
-            chats: read::heads(&ks)?.len(),
+            chats,
         };
         let mut threads = Vec::new();
         let applier = Applier {

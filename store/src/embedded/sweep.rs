@@ -11,6 +11,7 @@
 //! Runs on the applier thread (the index's only writer), committing every few thousand
 //! changes so a large sweep does not hold its changes in memory.
 
+use crate::model::expired;
 use fjall::Slice;
 use wire::ids::{ChatId, UserId};
 
@@ -40,10 +41,6 @@ pub(crate) fn sweep(txn: &mut Txn<'_>, retention: &Retention, now: Millis) -> Re
     expire_sent(txn, retention, now, &mut report)?;
     txn.commit()?;
     Ok(report)
-}
-
-fn expired(now: Millis, ts: Millis, ttl: Millis) -> bool {
-    now.saturating_sub(ts) > ttl
 }
 
 fn prune_devices(
