@@ -42,8 +42,9 @@
 //! `WINDOW` [32] (4), `GROUPS` [5] (1), `GROUP_SIZE` [100] (10), `GROUP_SENDERS` [4] (2),
 //! `GROUP_WINDOW` [16] (4), `RATE` (messages/s offered in the latency scenario; default 80% of
 //! the direct scenario's deliveries/s, which then runs first even when filtered out).
-//! The gateway runs with its default config except `limits.send_burst`/`send_per_s` (10/s per
-//! device by default), raised so that the rate limit is not what is measured.
+//! The gateway runs with its default config except the send rate limits
+//! (`limits.send_burst`/`send_per_s`, 10/s per device by default, and `user_send_burst`/
+//! `user_send_per_s`), raised so that the rate limit is not what is measured.
 //!
 //! Layout: settings and the binary; the gateway process; the WebSocket client; the closed-loop
 //! scenarios; the open-loop scenario; CPU accounting; formatting.
@@ -343,6 +344,8 @@ impl Gateway {
             .arg(&data)
             .env("SWITCHBOARD_LIMITS__SEND_BURST", SEND_LIMIT)
             .env("SWITCHBOARD_LIMITS__SEND_PER_S", SEND_LIMIT)
+            .env("SWITCHBOARD_LIMITS__USER_SEND_BURST", SEND_LIMIT)
+            .env("SWITCHBOARD_LIMITS__USER_SEND_PER_S", SEND_LIMIT)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr)?);

@@ -63,8 +63,8 @@ pub struct Conn {
     pub attached_us: Cell<u64>,
     /// Users whose presence this connection subscribed to (sorted).
     pub presence_subs: RefCell<Vec<UserId>>,
-    /// The send rate limit's bucket: tokens left, and when it was last updated (core ms).
-    pub send_bucket: Cell<(f64, u64)>,
+    /// The device's send rate limit bucket (`send_burst`, `send_per_s`).
+    pub send_bucket: Cell<crate::messaging::limits::Bucket>,
 }
 
 impl Conn {
@@ -178,7 +178,7 @@ impl Core {
             attached_us: Cell::new(0),
             presence_subs: RefCell::new(Vec::new()),
             session: RefCell::new(None),
-            send_bucket: Cell::new((0.0, 0)),
+            send_bucket: Cell::default(),
         });
         let mut conns = self.conns.borrow_mut();
         let slot = if let Some(slot) = self.free.borrow_mut().pop() {

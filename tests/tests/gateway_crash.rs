@@ -104,6 +104,8 @@ fn start(data: &Path) -> Gateway {
         .data_dir(data)
         .env("SWITCHBOARD_LIMITS__SEND_BURST", SEND_LIMIT)
         .env("SWITCHBOARD_LIMITS__SEND_PER_S", SEND_LIMIT)
+        .env("SWITCHBOARD_LIMITS__USER_SEND_BURST", SEND_LIMIT)
+        .env("SWITCHBOARD_LIMITS__USER_SEND_PER_S", SEND_LIMIT)
         .start()
 }
 

@@ -56,6 +56,18 @@ pub struct Limits {
     pub send_burst: u32,
     /// Send rate limit per device: refill per second.
     pub send_per_s: u32,
+    /// Send rate limit per user (all devices together): bucket size.
+    pub user_send_burst: u32,
+    /// Send rate limit per user (all devices together): refill per second.
+    pub user_send_per_s: u32,
+    /// Chat changes per user (`CreateChat` and `ModifyParticipants`): bucket size.
+    pub create_burst: u32,
+    /// Chat changes per user: refill per minute.
+    pub create_per_min: u32,
+    /// `CreateAttachment` per user: bucket size.
+    pub upload_burst: u32,
+    /// `CreateAttachment` per user: refill per minute.
+    pub upload_per_min: u32,
     /// Shortest interval between two pushes to one offline device.
     pub push_interval_ms: u32,
     /// How long an undelivered message is kept.
@@ -89,6 +101,13 @@ impl Default for Limits {
             typing_interval_ms: 3_000,
             send_burst: 60,
             send_per_s: 10,
+            // A user's devices together may send twice what one device may.
+            user_send_burst: 120,
+            user_send_per_s: 20,
+            create_burst: 20,
+            create_per_min: 60,
+            upload_burst: 30,
+            upload_per_min: 120,
             push_interval_ms: 10_000,
             offline_ttl_days: 30,
             history_ttl_days: 90,
@@ -132,6 +151,12 @@ impl Limits {
             ("verify_tables_max", self.verify_tables_max),
             ("send_burst", self.send_burst as usize),
             ("send_per_s", self.send_per_s as usize),
+            ("user_send_burst", self.user_send_burst as usize),
+            ("user_send_per_s", self.user_send_per_s as usize),
+            ("create_burst", self.create_burst as usize),
+            ("create_per_min", self.create_per_min as usize),
+            ("upload_burst", self.upload_burst as usize),
+            ("upload_per_min", self.upload_per_min as usize),
             ("offline_ttl_days", self.offline_ttl_days as usize),
             ("url_ttl_s", self.url_ttl_s as usize),
         ];

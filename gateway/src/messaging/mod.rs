@@ -15,8 +15,11 @@
 //! - A connection is registered for live entries before its sync plan is read
 //!   (`router::session`), so nothing durable slips between sync and live.
 //! - No lock is shared between cores; the mesh is the only cross-core path.
+//! - A user's per-user state (presence, rate limits) lives on the user's home core
+//!   (`Hub::home_core`); a limited request passes there before its owner.
 
 mod frames;
+pub mod limits;
 mod presence;
 mod requests;
 mod sync;
@@ -66,6 +69,9 @@ pub struct Fanout {
 pub enum Item {
     /// A request for a chat this core does not own.
     Request(Origin, Op),
+    /// For the user's home core: a request to count against the user's rate limit of that
+    /// kind, then to carry out.
+    Limited(Origin, limits::LimitKind, Then),
     /// The answer to a request a connection on that core made.
     Answer(Origin, Answer),
     /// A durable entry to deliver live.
@@ -84,6 +90,15 @@ pub enum Item {
     /// A user's presence (online, last seen): to the one connection given, or to every
     /// subscriber.
     Presence(UserId, bool, u64, Option<u64>),
+}
+
+/// What a request that passed its user's rate limit does next.
+#[derive(Debug)]
+pub enum Then {
+    /// Go to its chat's owner.
+    Submit(Op),
+    /// Get this answer (a request answered without an owner).
+    Answer(Answer),
 }
 
 /// The channel mesh every core joins at start.
@@ -112,6 +127,7 @@ pub struct Hub {
     outbox: RefCell<Vec<Vec<Item>>>,
     senders: Senders<Vec<Item>>,
     presence: RefCell<presence::Presence>,
+    user_limits: RefCell<limits::UserLimits>,
 }
 
 impl Hub {
@@ -145,6 +161,7 @@ impl Hub {
             outbox: RefCell::new((0..peers).map(|_| Vec::new()).collect()),
             senders,
             presence: RefCell::new(presence::Presence::default()),
+            user_limits: RefCell::new(limits::UserLimits::default()),
         });
         if core.hub.set(hub.clone()).is_err() {
             anyhow::bail!("the messaging hub started twice");
@@ -236,8 +253,8 @@ impl Hub {
         );
     }
 
-    /// The core that keeps `user`'s presence.
-    fn presence_core(&self, user: UserId) -> usize {
+    /// The core that keeps `user`'s per-user state: presence and rate limits.
+    fn home_core(&self, user: UserId) -> usize {
         let peers = self.outbox.borrow().len().max(1) as u64;
         let mut x = user.get().wrapping_mul(0x9e37_79b9_7f4a_7c15);
         x ^= x >> 29;
@@ -251,7 +268,7 @@ impl Hub {
         device: DeviceId,
         change: presence::DeviceChange,
     ) {
-        let core = self.presence_core(user);
+        let core = self.home_core(user);
         if core == self.me {
             self.presence.borrow_mut().device(user, device, change);
         } else {
@@ -269,7 +286,7 @@ impl Hub {
         let id = conn.id.get();
         self.presence.borrow_mut().subscribe(id, &old, &users);
         for user in users {
-            let pc = self.presence_core(user);
+            let pc = self.home_core(user);
             if pc == self.me {
                 let (online, last_seen) = self.presence.borrow().state(user);
                 self.presence_local(core, user, online, last_seen, Some(id));
@@ -311,6 +328,41 @@ impl Hub {
                 core.send(conn, frame.clone());
             }
         }
+    }
+
+    /// Counts a request against its user's rate limit of `kind` (on the user's home core),
+    /// then carries out `then`, or answers `RateLimited`.
+    pub fn submit_limited(&self, core: &Core, origin: Origin, kind: limits::LimitKind, then: Then) {
+        let home = self.home_core(origin.user);
+        if home == self.me {
+            self.limit_here(core, origin, kind, then);
+        } else {
+            self.outbox.borrow_mut()[home].push(Item::Limited(origin, kind, then));
+            self.tick.raise();
+        }
+    }
+
+    /// `submit_limited` on the user's home core.
+    fn limit_here(&self, core: &Core, origin: Origin, kind: limits::LimitKind, then: Then) {
+        let limits = &core.config.limits;
+        let taken = self
+            .user_limits
+            .borrow_mut()
+            .take(origin.user, kind, core.now_ms(), limits);
+        match (taken, then) {
+            (Err(retry_after_ms), _) => {
+                let answer = Answer::Error {
+                    code: wire::ErrorCode::RateLimited,
+                    reason: kind.reason(),
+                    retry_after_ms,
+                };
+                self.answer(core, origin, answer);
+            }
+            (Ok(()), Then::Submit(op)) => self.submit(origin, op),
+            (Ok(()), Then::Answer(answer)) => self.answer(core, origin, answer),
+        }
+        // An answer for another core waits in the outbox for the driver.
+        self.tick.raise();
     }
 
     /// Hands a request to its chat's owner core.
@@ -489,6 +541,7 @@ impl Hub {
                     self.inbox.borrow_mut().push(Input::Request(origin, op));
                     self.tick.raise();
                 }
+                Item::Limited(origin, kind, then) => self.limit_here(core, origin, kind, then),
                 Item::Answer(origin, answer) => self.answer(core, origin, answer),
                 Item::Deliver(fanout) => self.deliver_local(core, &fanout),
                 Item::Receipt(receipt) => self.receipt_local(core, &receipt),

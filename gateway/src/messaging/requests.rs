@@ -1,5 +1,6 @@
 //! One decoded client request: the per-device send rate limit, the mapping to a router
-//! [`Op`], and the requests answered here without an owner (`FetchHistory`).
+//! [`Op`] (through the user's rate limits, `super::limits`), and the requests answered here
+//! without an owner (`FetchHistory`, presence).
 //!
 //! Owns DESIGN.md F12 at the gateway edge: every request gets exactly one `Result`, either
 //! here (decode errors, rate limits, not-yet-built features, history pages) or from the chat's
@@ -9,7 +10,8 @@ use router::types::{Answer, Op, Origin};
 use store::model::{BodyKind, Entry, ReceiptKind};
 use wire::{ChatId, ErrorCode, Payload, Request, RequestResult, ServerFrame};
 
-use super::{Hub, frames};
+use super::limits::{LimitKind, Rate};
+use super::{Hub, Then, frames};
 use crate::core::{Conn, Core};
 
 /// Answers one binary message (a `ClientFrame`) from `conn`.
@@ -36,57 +38,47 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
         request_id: frame.request_id,
         reply_to: conn.id.get(),
     };
-    let op = match frame.request {
-        Request::SendMessage(send) => {
-            if let Some(wait_ms) = take_send_token(core, conn) {
-                let answer = Answer::Error {
-                    code: ErrorCode::RateLimited,
-                    reason: "over send_burst / send_per_s",
-                    retry_after_ms: wait_ms,
-                };
-                return reply(core, conn, frame.request_id, &answer);
-            }
-            if !send.attachments.is_empty() {
-                // Uploads are not built yet, so no attachment is ever verified.
-                let answer =
-                    Answer::error(ErrorCode::AttachmentNotReady, "attachment not uploaded");
-                return reply(core, conn, frame.request_id, &answer);
-            }
-            let (kind, body) = match send.body {
-                wire::Body::Text(text) => (BodyKind::Text, text.as_bytes().to_vec()),
-                wire::Body::Opaque(bytes) => (BodyKind::Opaque, bytes.to_vec()),
+    let (kind, then) = match frame.request {
+        Request::SendMessage(send) => match send_op(core, conn, &send) {
+            Ok(op) => (Some(LimitKind::Send), Then::Submit(op)),
+            Err(answer) => return reply(core, conn, frame.request_id, &answer),
+        },
+        Request::CreateChat(create) => {
+            let op = Op::CreateChat {
+                chat: ChatId::group(rand::random()),
+                name: create.name.to_owned(),
+                members: create.members.to_vec(),
+                history: create.history,
             };
-            Op::Send {
-                chat: send.chat,
-                client_msg_id: send.client_msg_id,
-                kind,
-                body,
-                attachments: Vec::new(),
-            }
+            (Some(LimitKind::Create), Then::Submit(op))
         }
-        Request::CreateChat(create) => Op::CreateChat {
-            chat: ChatId::group(rand::random()),
-            name: create.name.to_owned(),
-            members: create.members.to_vec(),
-            history: create.history,
-        },
-        Request::ModifyParticipants(m) => Op::Modify {
-            chat: m.chat,
-            add: m.add.to_vec(),
-            remove: m.remove.to_vec(),
-            promote: m.promote.to_vec(),
-        },
-        Request::Delivered(ack) => Op::Cursor {
-            chat: ack.chat,
-            kind: ReceiptKind::Delivered,
-            up_to_seq: ack.up_to_seq,
-        },
-        Request::Read(ack) => Op::Cursor {
-            chat: ack.chat,
-            kind: ReceiptKind::Read,
-            up_to_seq: ack.up_to_seq,
-        },
-        Request::Typing(t) => Op::Typing { chat: t.chat },
+        Request::ModifyParticipants(m) => {
+            let op = Op::Modify {
+                chat: m.chat,
+                add: m.add.to_vec(),
+                remove: m.remove.to_vec(),
+                promote: m.promote.to_vec(),
+            };
+            (Some(LimitKind::Create), Then::Submit(op))
+        }
+        Request::Delivered(ack) => {
+            let op = Op::Cursor {
+                chat: ack.chat,
+                kind: ReceiptKind::Delivered,
+                up_to_seq: ack.up_to_seq,
+            };
+            (None, Then::Submit(op))
+        }
+        Request::Read(ack) => {
+            let op = Op::Cursor {
+                chat: ack.chat,
+                kind: ReceiptKind::Read,
+                up_to_seq: ack.up_to_seq,
+            };
+            (None, Then::Submit(op))
+        }
+        // Throttled by the chat's owner, per user per chat.
+        Request::Typing(t) => (None, Then::Submit(Op::Typing { chat: t.chat })),
         Request::FetchHistory(f) => {
             let request_id = frame.request_id;
             let (Some(core), Some(conn)) = (hub.core(), hub.conn(conn)) else {
@@ -110,12 +102,57 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
             hub.subscribe_presence(core, conn, p.users);
             return reply(core, conn, frame.request_id, &Answer::Ok);
         }
-        Request::CreateAttachment(_) | Request::GetAttachmentUrl(_) => {
+        Request::CreateAttachment(_) => {
+            // Counted like a real upload, so the limit holds once media exists.
+            let answer = Answer::error(ErrorCode::Unsupported, "not implemented yet");
+            (Some(LimitKind::Upload), Then::Answer(answer))
+        }
+        Request::GetAttachmentUrl(_) => {
             let answer = Answer::error(ErrorCode::Unsupported, "not implemented yet");
             return reply(core, conn, frame.request_id, &answer);
         }
     };
-    hub.submit(origin, op);
+    match (kind, then) {
+        (Some(kind), then) => hub.submit_limited(core, origin, kind, then),
+        (None, Then::Submit(op)) => hub.submit(origin, op),
+        (None, Then::Answer(answer)) => reply(core, conn, frame.request_id, &answer),
+    }
+}
+
+/// A `SendMessage` past the device's send bucket, as an `Op`; or the answer that refuses it.
+fn send_op(core: &Core, conn: &Conn, send: &wire::SendMessage<'_>) -> Result<Op, Answer> {
+    let limits = &core.config.limits;
+    let mut bucket = conn.send_bucket.get();
+    let taken = bucket.take(
+        core.now_ms(),
+        Rate::per_s(limits.send_burst, limits.send_per_s),
+    );
+    conn.send_bucket.set(bucket);
+    if let Err(retry_after_ms) = taken {
+        return Err(Answer::Error {
+            code: ErrorCode::RateLimited,
+            reason: "over the device's send limit (send_burst / send_per_s)",
+            retry_after_ms,
+        });
+    }
+    if !send.attachments.is_empty() {
+        // Uploads are not built yet, so no attachment is ever verified.
+        return Err(Answer::error(
+            ErrorCode::AttachmentNotReady,
+            "attachment not uploaded",
+        ));
+    }
+    let (kind, body) = match send.body {
+        wire::Body::Text(text) => (BodyKind::Text, text.as_bytes().to_vec()),
+        wire::Body::Opaque(bytes) => (BodyKind::Opaque, bytes.to_vec()),
+    };
+    Ok(Op::Send {
+        chat: send.chat,
+        client_msg_id: send.client_msg_id,
+        kind,
+        body,
+        attachments: Vec::new(),
+    })
 }
 
 /// Sends `answer` as the `Result` of `request_id`.
@@ -123,32 +160,6 @@ fn reply(core: &Core, conn: &Conn, request_id: u64, answer: &Answer) {
     if let Some(frame) = frames::result(request_id, answer, |f| core.encode(f)) {
         core.send(conn, frame);
     }
-}
-
-/// Takes one token from the device's send bucket (`send_burst`, refilled at `send_per_s`);
-/// `Some(ms)` to wait when it is empty.
-fn take_send_token(core: &Core, conn: &Conn) -> Option<u32> {
-    let limits = &core.config.limits;
-    let burst = f64::from(limits.send_burst);
-    let rate = f64::from(limits.send_per_s.max(1));
-    let now = core.now_ms();
-    let (tokens, last) = conn.send_bucket.get();
-    // Milliseconds are far below f64's exact range; the precision lost is irrelevant.
-    #[allow(clippy::cast_precision_loss)]
-    let elapsed_s = now.saturating_sub(last) as f64 / 1000.0;
-    let tokens = if last == 0 {
-        burst
-    } else {
-        (tokens + elapsed_s * rate).min(burst)
-    };
-    if tokens >= 1.0 {
-        conn.send_bucket.set((tokens - 1.0, now));
-        return None;
-    }
-    conn.send_bucket.set((tokens, now));
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let wait_ms = (((1.0 - tokens) / rate) * 1000.0).ceil() as u32;
-    Some(wait_ms.max(1))
 }
 
 /// Answers `FetchHistory` with a page (oldest first) that fits in one frame.
@@ -159,7 +170,13 @@ async fn history(
     f: wire::FetchHistory,
     request_id: u64,
 ) -> Result<(), Answer> {
-    let unavailable = |_| Answer::error(ErrorCode::Unavailable, "store unavailable");
+    let origin = Origin {
+        user: conn.identity.user,
+        device: conn.identity.device,
+        request_id,
+        reply_to: conn.id.get(),
+    };
+    let unavailable = |error| router::owner::store_failure(&error, &origin);
     let store = hub.store();
     let state = store
         .chat(f.chat)

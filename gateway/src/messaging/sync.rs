@@ -1,6 +1,6 @@
 //! Sync on connect: the device limit, the device's registration, then every entry it is owed,
-//! chat by chat in pages, merged with live entries by its `router::session::Session`, then
-//! `SyncDone` (docs/PROTOCOL.md §6.5, §6.9).
+//! chat by chat in pages, merged with live entries by its `router::session::Session`, then the
+//! other members' cursors as receipts, then `SyncDone` (docs/PROTOCOL.md §6.5, §6.6, §6.9).
 //!
 //! Owns the connect-time conversation with the store. Flow control: a page is read only while
 //! the connection's outbound queue is under half its limit, so a large backlog streams at the
@@ -11,14 +11,19 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use store::model::{Mutation, WriteBatch};
+use router::session::Event;
+use router::types::ReceiptNotice;
+use store::model::{Mutation, ReceiptKind, SyncChat, WriteBatch};
 use wire::ws::close;
 
-use super::{Hub, send_event};
+use super::{Hub, frames, send_event};
 use crate::core::{Close, Conn, Core};
 
 /// Entries read per store call during a sync.
 const PAGE_ENTRIES: usize = 256;
+/// Chats with more device cursors than this (groups of more than 16 users with 4 devices
+/// each) send no receipts at sync: one `Receipt` per device and kind would flood the device.
+const RECEIPT_SYNC_CURSORS_MAX: usize = 64;
 /// How long to wait for the client to take its queue down before reading the next page.
 const BACKOFF: Duration = Duration::from_millis(2);
 
@@ -52,8 +57,8 @@ async fn sync(hub: &Hub, core: &Core, conn: &Conn) -> Result<(), Close> {
     let plan = store.sync_plan(user, device).await.map_err(unavailable)?;
     let mut events = Vec::new();
     with_session(conn, |s| s.plan(&plan, &mut events));
-    send(core, conn, &mut events);
-    loop {
+    let mut done = send(core, conn, &mut events);
+    while done.is_none() {
         let Some(wanted) = with_session(conn, |s| s.wanted()) else {
             return Ok(()); // The connection closed.
         };
@@ -71,16 +76,78 @@ async fn sync(hub: &Hub, core: &Core, conn: &Conn) -> Result<(), Close> {
             .await
             .map_err(unavailable)?;
         with_session(conn, |s| s.synced(chat, page, &mut events));
-        send(core, conn, &mut events);
+        done = send(core, conn, &mut events);
     }
+    receipts(hub, core, conn, &plan)
+        .await
+        .map_err(unavailable)?;
+    if let Some(done) = done {
+        send_event(core, conn, &done);
+    }
+    Ok(())
+}
+
+/// Sends the receipts a device may have missed while away, before `SyncDone`: in each of its
+/// chats with at most [`RECEIPT_SYNC_CURSORS_MAX`] device cursors, every other user's
+/// devices' cursors as `Receipt`s (cumulative, so one the device already had changes nothing).
+/// Larger groups get receipts live only.
+async fn receipts(
+    hub: &Hub,
+    core: &Core,
+    conn: &Conn,
+    plan: &[SyncChat],
+) -> Result<(), store::StoreError> {
+    let store = hub.store();
+    // Issued together: the reader pool serves them in parallel.
+    let reads: Vec<_> = plan
+        .iter()
+        .filter(|c| c.until_seq > 0)
+        .map(|c| (c.chat, store.cursors(c.chat)))
+        .collect();
+    let user = conn.identity.user;
+    for (chat, read) in reads {
+        let cursors = read.await?;
+        if cursors.len() > RECEIPT_SYNC_CURSORS_MAX {
+            continue;
+        }
+        for c in cursors.iter().filter(|c| c.user != user) {
+            for (kind, up_to_seq) in [
+                (ReceiptKind::Delivered, c.delivered_seq),
+                (ReceiptKind::Read, c.read_seq),
+            ] {
+                if up_to_seq == 0 {
+                    continue;
+                }
+                let notice = ReceiptNotice {
+                    chat,
+                    user: c.user,
+                    device: c.device,
+                    kind,
+                    up_to_seq,
+                    to: user,
+                };
+                if let Some(frame) = core.encode(&frames::receipt(&notice)) {
+                    core.send(conn, frame);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn with_session<R>(conn: &Conn, f: impl FnOnce(&mut router::session::Session) -> R) -> Option<R> {
     conn.session.borrow_mut().as_deref_mut().map(f)
 }
 
-fn send(core: &Core, conn: &Conn, events: &mut Vec<router::session::Event>) {
+/// Sends `events` but `SyncDone`, which it returns (the receipts go before it).
+fn send(core: &Core, conn: &Conn, events: &mut Vec<Event>) -> Option<Event> {
+    let mut done = None;
     for event in events.drain(..) {
-        send_event(core, conn, &event);
+        if matches!(event, Event::SyncDone { .. }) {
+            done = Some(event);
+        } else {
+            send_event(core, conn, &event);
+        }
     }
+    done
 }

@@ -32,6 +32,8 @@ pub(crate) struct Chat {
     pub(crate) last_ts: u64,
     /// The last few message senders, for receipts.
     pub(crate) recent_senders: VecDeque<(Seq, UserId)>,
+    /// Each sender's last message since the chat was loaded (at most one per member).
+    last_sent: HashMap<UserId, Seq>,
     /// The highest ack seen per device and kind since the chat was loaded: a lower or equal
     /// ack moves nothing and sends no receipt.
     pub(crate) acked: HashMap<(UserId, DeviceId, ReceiptKind), Seq>,
@@ -51,6 +53,7 @@ impl Chat {
                 audience: None,
                 last_ts: s.created_ms,
                 recent_senders: VecDeque::new(),
+                last_sent: HashMap::new(),
                 acked: HashMap::new(),
             }),
             None => Self::new_direct(id),
@@ -67,6 +70,7 @@ impl Chat {
             audience: None,
             last_ts: 0,
             recent_senders: VecDeque::new(),
+            last_sent: HashMap::new(),
             acked: HashMap::new(),
         })
     }
@@ -80,6 +84,7 @@ impl Chat {
             audience: None,
             last_ts: 0,
             recent_senders: VecDeque::new(),
+            last_sent: HashMap::new(),
             acked: HashMap::new(),
         }
     }
@@ -113,27 +118,44 @@ impl Chat {
             self.recent_senders.pop_front();
         }
         self.recent_senders.push_back((seq, sender));
+        self.last_sent.insert(sender, seq);
     }
 
-    /// Distinct senders (other than `user`) of remembered messages up to `up_to`.
-    pub(crate) fn senders_up_to(&self, up_to: Seq, user: UserId) -> Vec<UserId> {
+    /// Who gets the receipt of `user`'s ack moving from `old` to `up_to`: the senders (other
+    /// than `user`) of messages in `old + 1 ..= up_to` as far as the owner knows them. Exact
+    /// within the last [`RECENT_SENDERS`] messages; below them, every user who sent anything
+    /// after `old` since the chat was loaded (a superset: receipts are cumulative). In a
+    /// direct chat, always the other user.
+    pub(crate) fn receipt_targets(&self, old: Seq, up_to: Seq, user: UserId) -> Vec<UserId> {
+        if self.id.kind() == ChatKind::Direct {
+            return self
+                .id
+                .direct_users()
+                .map(|(a, b)| if a == user { b } else { a })
+                .filter(|other| *other != user)
+                .into_iter()
+                .collect();
+        }
         let mut out: Vec<UserId> = self
             .recent_senders
             .iter()
-            .filter(|(seq, sender)| *seq <= up_to && *sender != user)
+            .filter(|(seq, sender)| *seq > old && *seq <= up_to && *sender != user)
             .map(|(_, sender)| *sender)
             .collect();
+        let covered = self
+            .recent_senders
+            .front()
+            .is_some_and(|(s, _)| *s <= old + 1);
+        if !covered {
+            out.extend(
+                self.last_sent
+                    .iter()
+                    .filter(|(sender, seq)| **seq > old && **sender != user)
+                    .map(|(sender, _)| *sender),
+            );
+        }
         out.sort_unstable();
         out.dedup();
-        if out.is_empty() && self.id.kind() == ChatKind::Direct {
-            // In a direct chat the other user is the only possible sender.
-            if let Some((a, b)) = self.id.direct_users() {
-                let other = if a == user { b } else { a };
-                if other != user {
-                    out.push(other);
-                }
-            }
-        }
         out
     }
 
@@ -246,5 +268,47 @@ impl Chat {
             changes.push(Change::Promoted(promoted));
         }
         Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(n: u64) -> UserId {
+        UserId::new(n).expect("valid user")
+    }
+
+    fn users(range: std::ops::RangeInclusive<u64>) -> Vec<UserId> {
+        range.map(user).collect()
+    }
+
+    #[test]
+    fn receipts_go_to_the_senders_in_the_acked_range_and_never_miss_older_ones() {
+        let mut chat = Chat::new_group(ChatId::group(7));
+        for n in 1..=100 {
+            chat.note_sender(n, user(n));
+        }
+        // Within the remembered messages (37..=100): exactly the senders of old+1..=up_to.
+        assert_eq!(chat.receipt_targets(90, 95, user(500)), users(91..=95));
+        assert_eq!(
+            chat.receipt_targets(90, 95, user(93)),
+            [91, 92, 94, 95].map(user),
+            "not to the acking user"
+        );
+        // Reaching below them: everyone who sent after `old` (a superset, never a miss).
+        let targets = chat.receipt_targets(0, 10, user(500));
+        assert!(
+            users(1..=10).iter().all(|u| targets.contains(u)),
+            "{targets:?}"
+        );
+        assert_eq!(chat.receipt_targets(99, 200, user(500)), [user(100)]);
+    }
+
+    #[test]
+    fn a_direct_chats_receipts_go_to_the_other_user() {
+        let chat = Chat::loaded(ChatId::direct(user(1), user(2)), None).expect("direct");
+        assert_eq!(chat.receipt_targets(0, 5, user(1)), [user(2)]);
+        assert_eq!(chat.receipt_targets(3, 5, user(2)), [user(1)]);
     }
 }

@@ -266,7 +266,7 @@ impl Owner {
             Err(error) => {
                 tracing::warn!(%error, chat = ?id, "router: loading a chat failed");
                 for q in queue {
-                    let answer = Answer::error(ErrorCode::Unavailable, "store unavailable");
+                    let answer = store_failure(&error, &q.origin);
                     self.answer_now(&q, answer, out);
                 }
             }
@@ -296,7 +296,7 @@ impl Owner {
             Err(error) => {
                 tracing::warn!(%error, "router: an idempotency lookup failed");
                 // Answer the waiting sends with an error; a retry looks up again.
-                self.fail_key(key, out);
+                self.fail_key(key, &error, out);
                 return;
             }
         }
@@ -306,13 +306,12 @@ impl Owner {
     }
 
     /// Answers (with an error) every queued send whose key failed to look up.
-    fn fail_key(&mut self, key: SendKey, out: &mut Vec<Action>) {
+    fn fail_key(&mut self, key: SendKey, error: &StoreError, out: &mut Vec<Action>) {
         for slot in self.slots.values_mut() {
             let (Slot::Loading(queue) | Slot::Ready { queue, .. }) = slot;
             queue.retain(|q| {
                 if send_key(&q.origin, &q.op) == Some(key) {
-                    let answer = Answer::error(ErrorCode::Unavailable, "store unavailable");
-                    out.push(Action::Answer(q.origin, answer));
+                    out.push(Action::Answer(q.origin, store_failure(error, &q.origin)));
                     false
                 } else {
                     true
@@ -403,7 +402,7 @@ impl Owner {
                 tracing::error!(%error, "router: a write failed; failing its requests");
                 let pending = std::mem::take(&mut self.pending);
                 for batch in [batch, pending] {
-                    self.fail(batch, out);
+                    self.fail(batch, &error, out);
                 }
             }
         }
@@ -449,18 +448,19 @@ impl Owner {
         }
     }
 
-    fn fail(&mut self, batch: Batch, out: &mut Vec<Action>) {
-        let answer = || Answer::error(ErrorCode::Unavailable, "store unavailable");
+    fn fail(&mut self, batch: Batch, error: &StoreError, out: &mut Vec<Action>) {
         for effect in batch.effects {
             match effect {
                 Effect::Sent { key, .. } => {
                     if let Some(Known::InFlight(waiters)) = self.known.remove(&key) {
                         for origin in waiters {
-                            out.push(Action::Answer(origin, answer()));
+                            out.push(Action::Answer(origin, store_failure(error, &origin)));
                         }
                     }
                 }
-                Effect::Answer(origin, _) => out.push(Action::Answer(origin, answer())),
+                Effect::Answer(origin, _) => {
+                    out.push(Action::Answer(origin, store_failure(error, &origin)));
+                }
                 Effect::Deliver(_) | Effect::Receipt(_) => {}
             }
         }
@@ -474,6 +474,37 @@ impl Owner {
                 out.push(Action::Load(chat));
             }
         }
+    }
+}
+
+/// The shortest wait a client is told after the store was overloaded or unreachable; each
+/// request's wait is spread over `[RETRY_AFTER_MS, 2 × RETRY_AFTER_MS)` so that the clients
+/// refused together do not come back together.
+pub const RETRY_AFTER_MS: u32 = 500;
+
+/// The answer to a request the store failed: `Unavailable` (nothing was done) with a
+/// `retry_after_ms` when waiting helps, `Internal` when the store refused a write as invalid
+/// (a bug: the owner checks what it writes).
+pub fn store_failure(error: &StoreError, origin: &Origin) -> Answer {
+    let spread = || {
+        let mix = splitmix(origin.request_id ^ origin.user.get().rotate_left(17));
+        RETRY_AFTER_MS + u32::try_from(mix % u64::from(RETRY_AFTER_MS)).unwrap_or(0)
+    };
+    let (code, reason, retry_after_ms) = match error {
+        StoreError::Overloaded(_) => (ErrorCode::Unavailable, "store overloaded", spread()),
+        StoreError::Unavailable(_) | StoreError::Closed => {
+            (ErrorCode::Unavailable, "store unavailable", spread())
+        }
+        // Waiting does not help a read-only store; another gateway may.
+        StoreError::ReadOnly(_) => (ErrorCode::Unavailable, "store is read-only", 0),
+        StoreError::SeqConflict { .. } | StoreError::UnknownChat(_) | StoreError::Invalid(_) => {
+            (ErrorCode::Internal, "store refused the write", 0)
+        }
+    };
+    Answer::Error {
+        code,
+        reason,
+        retry_after_ms,
     }
 }
 
@@ -721,11 +752,13 @@ fn decide_cursor(
         cx.out.push(Action::Answer(origin, Answer::Ok));
         return;
     }
-    *known = up_to_seq;
+    let old = std::mem::replace(known, up_to_seq);
+    let mut targets = chat.receipt_targets(old, up_to_seq, user);
     let pending = &mut *cx.pending;
     let slot = (chat.id, user, origin.device, kind);
     if let Some(&i) = pending.cursors.get(&slot) {
-        // Coalesce: one mutation and one receipt per (chat, device, kind) per batch.
+        // Coalesce: one mutation, and one receipt per sender, per (chat, device, kind) per
+        // batch, carrying the highest ack.
         if let Mutation::Cursor { up_to_seq: u, .. } = &mut pending.mutations[i] {
             *u = (*u).max(up_to_seq);
         }
@@ -734,6 +767,7 @@ fn decide_cursor(
                 && (r.chat, r.user, r.device, r.kind) == slot
             {
                 r.up_to_seq = r.up_to_seq.max(up_to_seq);
+                targets.retain(|to| *to != r.to);
             }
         }
     } else {
@@ -746,16 +780,16 @@ fn decide_cursor(
             up_to_seq,
         });
         pending.chats.push(chat.id);
-        for to in chat.senders_up_to(up_to_seq, user) {
-            pending.effects.push(Effect::Receipt(ReceiptNotice {
-                chat: chat.id,
-                user,
-                device: origin.device,
-                kind,
-                up_to_seq,
-                to,
-            }));
-        }
+    }
+    for to in targets {
+        pending.effects.push(Effect::Receipt(ReceiptNotice {
+            chat: chat.id,
+            user,
+            device: origin.device,
+            kind,
+            up_to_seq,
+            to,
+        }));
     }
     pending.effects.push(Effect::Answer(origin, Answer::Ok));
 }
