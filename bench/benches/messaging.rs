@@ -340,6 +340,7 @@ impl Gateway {
         }
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+            .args(["--media-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&data)
             .env("SWITCHBOARD_LIMITS__SEND_BURST", SEND_LIMIT)
@@ -435,7 +436,7 @@ impl Drop for Gateway {
     }
 }
 
-/// Waits for `ready ws=<addr> ops=<addr>`; stdout is drained on a thread after it.
+/// Waits for `ready ws=<addr> ops=<addr> media=<addr>`; stdout is drained on a thread after it.
 fn ready_line(child: &mut Child) -> anyhow::Result<SocketAddr> {
     let stdout = child.stdout.take().context("stdout is piped")?;
     let (tx, rx) = mpsc::channel();

@@ -61,10 +61,49 @@ pub struct Config {
     /// Undelivered messages are kept this long, in ms; 0 = `limits.offline_ttl_days`. (For
     /// tests and short-lived deployments: the days limit is what clients are told.)
     pub offline_ttl_ms: u64,
-    /// How often retention runs (expired messages, delivered messages, pruned devices).
+    /// How often retention runs (expired messages, delivered messages, pruned devices,
+    /// attachments no message references).
     pub sweep_interval_ms: u64,
+    /// An attachment no retained message references is deleted (blob and record) once it is
+    /// this old, in ms (default 24 h; longer than any upload URL lives).
+    pub attachment_unreferenced_ms: u64,
+    /// Media HTTP listener (the built-in blob backend's `PUT`/`GET`). Port 0 picks a free port.
+    pub media_listen: SocketAddr,
+    /// Where blobs live: `local` (files in `media_dir`, served on `media_listen`) or `s3`.
+    pub media_backend: MediaBackend,
+    /// Most open connections on the media listener; further ones are closed at once.
+    pub media_connections_max: usize,
+    /// Blob directory of the `local` backend. Unset: `<data_dir>/media`.
+    pub media_dir: Option<PathBuf>,
+    /// Base URL clients use to reach `media_listen` (behind a proxy, or when listening on
+    /// `0.0.0.0`). Unset: `http://<bound media address>`.
+    pub media_public_url: Option<String>,
+    /// HMAC key of the `local` backend's URLs: the exact bytes of this file (at least 32).
+    /// Unset: a development key is generated into `<data_dir>/dev-media.key`.
+    pub media_key_file: Option<PathBuf>,
+    /// `s3` backend: the endpoint, `http://host:port` (path-style requests).
+    pub s3_endpoint: Option<String>,
+    /// `s3` backend: the bucket.
+    pub s3_bucket: Option<String>,
+    /// `s3` backend: the region signed into requests.
+    pub s3_region: String,
+    /// `s3` backend: the access key id.
+    pub s3_access_key: Option<String>,
+    /// `s3` backend: a file holding the secret access key.
+    pub s3_secret_key_file: Option<PathBuf>,
     /// Protocol limits (DESIGN.md §1).
     pub limits: wire::Limits,
+}
+
+/// Where the gateway keeps media blobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaBackend {
+    /// Files in `media_dir`, uploaded and downloaded through the media listener.
+    #[default]
+    Local,
+    /// An S3-compatible bucket; clients use pre-signed URLs of the store itself.
+    S3,
 }
 
 impl Default for Config {
@@ -90,6 +129,18 @@ impl Default for Config {
             jwt_leeway_s: 5,
             offline_ttl_ms: 0,
             sweep_interval_ms: 60_000,
+            attachment_unreferenced_ms: 24 * 60 * 60 * 1000,
+            media_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            media_backend: MediaBackend::Local,
+            media_connections_max: 1024,
+            media_dir: None,
+            media_public_url: None,
+            media_key_file: None,
+            s3_endpoint: None,
+            s3_bucket: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key: None,
+            s3_secret_key_file: None,
             limits: wire::Limits::default(),
         }
     }
@@ -160,7 +211,20 @@ fn known_keys() -> Vec<String> {
             keys.push(key);
         }
     }
-    keys.extend(["jwt_secret_file".into(), "jwt_public_key_file".into()]);
+    keys.extend(
+        [
+            "jwt_secret_file",
+            "jwt_public_key_file",
+            "media_dir",
+            "media_public_url",
+            "media_key_file",
+            "s3_endpoint",
+            "s3_bucket",
+            "s3_access_key",
+            "s3_secret_key_file",
+        ]
+        .map(String::from),
+    );
     keys
 }
 
@@ -190,6 +254,11 @@ impl Config {
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("drain_timeout_ms", self.drain_timeout_ms),
             ("sweep_interval_ms", self.sweep_interval_ms),
+            (
+                "attachment_unreferenced_ms",
+                self.attachment_unreferenced_ms,
+            ),
+            ("media_connections_max", self.media_connections_max as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(invalid(key, "must be at least 1"));
@@ -219,6 +288,44 @@ impl Config {
             return Err(invalid(
                 "jwt_public_key_file",
                 "set either jwt_secret_file or jwt_public_key_file, not both",
+            ));
+        }
+        self.validate_media()
+    }
+
+    fn validate_media(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.media_public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "media_public_url",
+                "must start with http:// or https://",
+            ));
+        }
+        if self.media_backend != MediaBackend::S3 {
+            return Ok(());
+        }
+        let required = [
+            ("s3_endpoint", self.s3_endpoint.is_some()),
+            ("s3_bucket", self.s3_bucket.is_some()),
+            ("s3_access_key", self.s3_access_key.is_some()),
+            ("s3_secret_key_file", self.s3_secret_key_file.is_some()),
+        ];
+        if let Some((key, _)) = required.iter().find(|(_, set)| !set) {
+            return Err(invalid(key, "is required with media_backend = \"s3\""));
+        }
+        if let Some(endpoint) = &self.s3_endpoint
+            && !endpoint.starts_with("http://")
+        {
+            return Err(invalid(
+                "s3_endpoint",
+                "must be an http:// URL (the gateway has no TLS client yet)",
+            ));
+        }
+        if u64::from(self.limits.url_ttl_s) > crate::media::s3::URL_TTL_S_MAX {
+            return Err(invalid(
+                "limits.url_ttl_s",
+                "must be at most 604800 (7 days, S3's longest pre-signed URL) with the s3 backend",
             ));
         }
         Ok(())
@@ -251,6 +358,13 @@ impl Config {
     /// The effective configuration as TOML, every default included.
     pub fn to_toml(&self) -> String {
         let mut out = toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+        if self.media_backend == MediaBackend::Local && self.media_key_file.is_none() {
+            out.insert_str(
+                0,
+                "# media_key_file is unset: a development media key is used\n\
+                 # (<data_dir>/dev-media.key). Production must set it.\n",
+            );
+        }
         if self.jwt_secret_file.is_none() && self.jwt_public_key_file.is_none() {
             out.insert_str(
                 0,
@@ -277,6 +391,8 @@ mod tests {
         for key in [
             "listen",
             "ops_listen",
+            "media_listen",
+            "media_backend",
             "data_dir",
             "cores",
             "idle_timeout_ms",
@@ -331,6 +447,14 @@ mod tests {
             ),
             ("[limits]\nbody_bytes_max = 70000", "limits.body_bytes_max"),
             ("surprise = 1", "surprise"),
+            ("media_backend = \"ftp\"", "media_backend"),
+            ("media_backend = \"s3\"", "s3_endpoint"),
+            (
+                "media_backend = \"s3\"\ns3_endpoint = \"https://s3\"\ns3_bucket = \"b\"\n\
+                 s3_access_key = \"k\"\ns3_secret_key_file = \"/k\"",
+                "s3_endpoint",
+            ),
+            ("media_public_url = \"ftp://x\"", "media_public_url"),
         ] {
             std::fs::write(&file, text).expect("write");
             let err = load(Some(&file), &NoFlags::default())

@@ -3,17 +3,21 @@
 //! Layout: `config` (file/env/flags), `server` (startup, cores, drain), `listener` (sockets,
 //! accept loop), `handshake` (HTTP upgrade, auth), `auth` (JWT), `conn` (a connection's task),
 //! `inbound` (WebSocket frame parsing), `outbound` (bounded, shared, vectored send queue),
-//! `messaging` (requests, the chat owner, fan-out, sync; see its doc), `core` (per-core state, heartbeats, drain), `signal` (task
-//! wake-ups), `metrics`, `ops` (HTTP endpoints). The binary `switchboard` (`main.rs`) is a thin
-//! CLI over [`server::serve`]. This is the only crate that binds a socket.
+//! `messaging` (requests, the chat owner, fan-out, sync; see its doc), `core` (per-core state,
+//! heartbeats, drain), `signal` (task wake-ups), `metrics`, `ops` (HTTP endpoints), `media`
+//! (blob storage behind one interface and the media listener; see its doc), `http_io` (Glommio
+//! streams as hyper's IO). The binary `switchboard` (`main.rs`) is a thin CLI over
+//! [`server::serve`]. This is the only crate that binds a socket.
 
 pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod core;
 pub mod handshake;
+pub mod http_io;
 pub mod inbound;
 pub mod listener;
+pub mod media;
 pub mod messaging;
 pub mod metrics;
 pub mod ops;

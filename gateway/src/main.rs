@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway (prints `ready ws=<addr> ops=<addr>` once accepting).
+    /// Run the gateway (prints `ready ws=<addr> ops=<addr> media=<addr>` once accepting).
     Serve(Settings),
     /// Print the effective configuration (defaults, file, environment, flags) as TOML.
     Config(Settings),
@@ -46,6 +46,22 @@ struct Settings {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     ops_listen: Option<SocketAddr>,
+    /// Media HTTP listen address (the built-in blob backend).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_listen: Option<SocketAddr>,
+    /// Blob directory of the built-in backend (default `<data_dir>/media`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_dir: Option<PathBuf>,
+    /// Base URL clients use for the media listener (default `http://<media address>`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_public_url: Option<String>,
+    /// HMAC key file for media URLs (default: a development key in the data dir).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_key_file: Option<PathBuf>,
     /// Data directory.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,27 +1,23 @@
 //! The operations HTTP endpoints: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
 //!
-//! Owns the ops listener, served by hyper (HTTP/1) on Glommio through a small `hyper::rt`
-//! adapter. Runs on core 0 only; it reads shared atomics and never touches another core's
+//! Owns the ops listener, served by hyper (HTTP/1) on Glommio through the `hyper::rt` adapter
+//! in `http_io`. Runs on core 0 only; it reads shared atomics and never touches another core's
 //! state. Invariant: `/readyz` answers 503 from the moment a drain starts.
 
 use crate::core::Process;
+use crate::http_io::Io;
 use crate::metrics::Metrics;
 use bytes::Bytes;
-use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpListener;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 /// An ops connection may live this long (there is no hyper timer on Glommio; this bounds
 /// slow or idle clients instead).
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes handed to hyper per read.
-const READ_CHUNK_BYTES: usize = 4096;
 
 /// Serves the ops endpoints forever.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, process: Arc<Process>) {
@@ -37,8 +33,8 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, process: Arc<Pr
                 let response = route(&req, &metrics, &process.draining);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
-            let conn =
-                hyper::server::conn::http1::Builder::new().serve_connection(Io(stream), service);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(Io::new(stream), service);
             let _ = glommio::timer::timeout(CONNECTION_TIMEOUT, async {
                 let _ = conn.await;
                 Ok(())
@@ -76,40 +72,5 @@ fn route(
         }
         "/readyz" => text(StatusCode::OK, "ready\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
-    }
-}
-
-/// A Glommio stream as hyper's IO.
-struct Io(TcpStream);
-
-impl hyper::rt::Read for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let mut chunk = [0u8; READ_CHUNK_BYTES];
-        let want = buf.remaining().min(READ_CHUNK_BYTES);
-        let n = ready!(Pin::new(&mut self.get_mut().0).poll_read(cx, &mut chunk[..want]))?;
-        buf.put_slice(&chunk[..n]);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl hyper::rt::Write for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_close(cx)
     }
 }

@@ -1,9 +1,9 @@
 //! Starting and stopping the gateway: the data directory lock, the listeners, one pinned Glommio
 //! executor per core, the `ready` line, and the drain on SIGTERM/SIGINT.
 //!
-//! Owns process-wide startup and shutdown. Invariants: `ready ws=… ops=…` is printed exactly
-//! once, after every core accepts; two servers never share a data directory or a listen
-//! address; after a drain signal the process exits 0 within `drain_timeout_ms` (plus a margin);
+//! Owns process-wide startup and shutdown. Invariants: `ready ws=… ops=… media=…` is printed
+//! exactly once, after every core accepts; two servers never share a data directory or a listen
+//! address (WebSocket, ops or media); after a drain signal the process exits 0 within `drain_timeout_ms` (plus a margin);
 //! a second signal exits at once.
 
 use crate::auth::Authenticator;
@@ -24,8 +24,8 @@ use std::time::Duration;
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// How long the cores may take to start accepting.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// IO memory per executor: the gateway does no direct file IO, so Glommio's 10 MiB default
-/// would only add to the footprint.
+/// IO memory per executor: the gateway does no direct (`O_DIRECT`) file IO, only buffered media
+/// reads and writes, so Glommio's 10 MiB default would only add to the footprint.
 const IO_MEMORY_BYTES: usize = 1 << 20;
 
 /// What each core's startup takes (handed out once, by core index).
@@ -37,6 +37,8 @@ struct Startup {
     process: Arc<Process>,
     sockets: Mutex<Vec<Option<socket2::Socket>>>,
     ops: Mutex<Option<std::net::TcpListener>>,
+    media: Mutex<Option<std::net::TcpListener>>,
+    blobs: Arc<crate::media::Blobs>,
     next_index: AtomicUsize,
     ready: Mutex<mpsc::Sender<usize>>,
 }
@@ -62,6 +64,15 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let ops_addr = ops.local_addr()?;
+    // A plain (not reuse-port) bind: it fails if anything already listens there.
+    let media = std::net::TcpListener::bind(config.media_listen).with_context(|| {
+        format!(
+            "cannot listen on media_listen {}: address in use?",
+            config.media_listen
+        )
+    })?;
+    let media_addr = media.local_addr()?;
+    let blobs = Arc::new(crate::media::Blobs::from_config(config, media_addr)?);
     let process = Arc::new(Process::default());
     watch_signals(process.clone())?;
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -73,6 +84,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         process,
         sockets: Mutex::new(sockets.into_iter().map(Some).collect()),
         ops: Mutex::new(Some(ops)),
+        media: Mutex::new(Some(media)),
+        blobs,
         next_index: AtomicUsize::new(0),
         ready: Mutex::new(ready_tx),
     });
@@ -89,9 +102,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             .recv_timeout(START_TIMEOUT)
             .context("a core did not start")?;
     }
-    tracing::info!(%ws_addr, %ops_addr, cores, "accepting");
+    tracing::info!(%ws_addr, %ops_addr, %media_addr, cores, "accepting");
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "ready ws={ws_addr} ops={ops_addr}")?;
+    writeln!(
+        stdout,
+        "ready ws={ws_addr} ops={ops_addr} media={media_addr}"
+    )?;
     stdout.flush()?;
     drop(stdout);
     for result in pool.join_all() {
@@ -101,7 +117,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One core: accept, sweep, (core 0) serve ops; then drain when told.
+/// One core: accept, sweep, (core 0) serve ops and media; then drain when told.
 async fn run_core(startup: Arc<Startup>, mesh: crate::messaging::Mesh) {
     let index = startup.next_index.fetch_add(1, Ordering::Relaxed);
     let socket = lock(&startup.sockets)[index]
@@ -114,6 +130,7 @@ async fn run_core(startup: Arc<Startup>, mesh: crate::messaging::Mesh) {
         startup.metrics.core(index),
         startup.process.clone(),
     ));
+    let _ = core.media.set(startup.blobs.clone());
     let store = startup.store.clone();
     if let Err(error) = crate::messaging::Hub::start(&core, store.clone(), mesh).await {
         // Without the mesh this core cannot route; refuse to run half-started.
@@ -121,7 +138,14 @@ async fn run_core(startup: Arc<Startup>, mesh: crate::messaging::Mesh) {
         std::process::exit(1);
     }
     if index == 0 {
-        glommio::spawn_local(retention(store, startup.config.sweep_interval_ms)).detach();
+        let config = startup.config;
+        glommio::spawn_local(retention(
+            store,
+            startup.blobs.clone(),
+            config.sweep_interval_ms,
+            config.attachment_unreferenced_ms,
+        ))
+        .detach();
     }
     glommio::spawn_local(crate::listener::accept_loop(
         core.clone(),
@@ -136,6 +160,16 @@ async fn run_core(startup: Arc<Startup>, mesh: crate::messaging::Mesh) {
             listener,
             startup.metrics.clone(),
             startup.process.clone(),
+        ))
+        .detach();
+    }
+    if index == 0
+        && let Some(media) = lock(&startup.media).take()
+    {
+        glommio::spawn_local(crate::media::http::serve(
+            ops_listener(media),
+            startup.blobs.clone(),
+            startup.config.media_connections_max,
         ))
         .detach();
     }
@@ -165,17 +199,28 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
     Ok(Arc::new(store))
 }
 
-/// Runs retention every `interval_ms` (on core 0; the store does the work on its own thread).
-async fn retention(store: Arc<dyn store::Store>, interval_ms: u64) {
+/// Runs retention every `interval_ms` (on core 0; the store does the work on its own thread),
+/// then deletes the attachments no retained message references after `unreferenced_ms`.
+async fn retention(
+    store: Arc<dyn store::Store>,
+    blobs: Arc<crate::media::Blobs>,
+    interval_ms: u64,
+    unreferenced_ms: u64,
+) {
     loop {
         glommio::timer::sleep(Duration::from_millis(interval_ms)).await;
         match store.sweep(crate::messaging::unix_ms()).await {
             Ok(report) => tracing::debug!(?report, "retention sweep"),
             Err(error) => tracing::warn!(%error, "retention sweep failed"),
         }
+        let deleted = crate::messaging::sweep_attachments(&store, &blobs, unreferenced_ms).await;
+        if deleted > 0 {
+            tracing::debug!(deleted, "unreferenced attachments deleted");
+        }
     }
 }
 
+/// A plain bound `std` listener (ops, media) handed to the current core's reactor.
 #[allow(unsafe_code)]
 fn ops_listener(listener: std::net::TcpListener) -> glommio::net::TcpListener {
     // SAFETY: `into_raw_fd` gives up ownership of a valid listening socket; the listener takes it.

@@ -19,6 +19,7 @@ mod handshake;
 mod idle;
 mod jwt;
 mod kernel;
+mod live;
 mod metrics;
 mod source_ips;
 mod target;
@@ -43,6 +44,12 @@ enum Command {
     /// One worker process of `idle` (started by the coordinator; speaks a line protocol).
     #[command(hide = true)]
     IdleWorker(idle::worker::WorkerArgs),
+    /// Open-loop load from real clients with an exactly-once ledger and an SLO verdict:
+    /// exit 0 when the SLO is met, 1 when not, 2 when the run itself was invalid.
+    Live(live::LiveArgs),
+    /// One worker process of `live` (started by the coordinator; speaks a line protocol).
+    #[command(hide = true)]
+    LiveWorker(live::worker::LiveWorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +57,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Idle(args) => idle::run(args),
         Command::IdleWorker(args) => idle::worker::run(args),
+        Command::Live(args) => return live::run(args),
+        Command::LiveWorker(args) => live::worker::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

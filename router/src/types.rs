@@ -101,6 +101,22 @@ pub enum Answer {
     Sent(SentRecord),
     /// A group was created.
     ChatCreated(ChatId),
+    /// An attachment was reserved: where to upload it, until when.
+    AttachmentCreated {
+        /// The new attachment.
+        attachment: AttachmentId,
+        /// The pre-signed upload URL.
+        upload_url: String,
+        /// When the URL expires (ms since the epoch).
+        expires_at_ms: u64,
+    },
+    /// A pre-signed download URL.
+    AttachmentUrl {
+        /// The URL.
+        url: String,
+        /// When it expires (ms since the epoch).
+        expires_at_ms: u64,
+    },
     /// Refused.
     Error {
         /// The code.

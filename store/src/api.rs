@@ -14,11 +14,11 @@
 //! - After a failed sync the store refuses every later write ([`StoreError::ReadOnly`]) until
 //!   it is reopened; no write of the failed batch is acknowledged.
 
-use wire::ids::{ChatId, ChatKind, DeviceId, UserId};
+use wire::ids::{AttachmentId, ChatId, ChatKind, DeviceId, UserId};
 
 use crate::model::{
-    ChatState, Device, DeviceCursor, LogPage, Millis, SentRecord, Seq, SweepReport, SyncChat,
-    WriteBatch,
+    Attachment, ChatState, Device, DeviceCursor, LogPage, Millis, SentRecord, Seq, SweepReport,
+    SyncChat, WriteBatch,
 };
 use crate::reply::{Closed, Reply};
 
@@ -40,6 +40,9 @@ pub trait Store: Send + Sync + 'static {
         device: DeviceId,
         client_msg_id: u64,
     ) -> StoreReply<Option<SentRecord>>;
+
+    /// [`Store::sent`] for many keys in one call (one round trip), answers in key order.
+    fn sent_many(&self, keys: Vec<(UserId, DeviceId, u64)>) -> StoreReply<Vec<Option<SentRecord>>>;
 
     /// Every chat of `user` with `device`'s cursors, ordered by chat id: the chats it is a
     /// member of (`until_seq` = head) and those it left or was removed from whose leave entry
@@ -71,6 +74,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every stored cursor of `chat`, ordered by (user, device).
     fn cursors(&self, chat: ChatId) -> StoreReply<Vec<DeviceCursor>>;
+
+    /// An attachment's record, or `None`.
+    fn attachment(&self, id: AttachmentId) -> StoreReply<Option<Attachment>>;
+
+    /// Whether a retained message of `chat` references the attachment.
+    fn referenced_in(&self, chat: ChatId, id: AttachmentId) -> StoreReply<bool>;
+
+    /// Up to `limit` attachments, ascending by id, created at or before `created_before_ms`
+    /// that no retained message references: their blobs may be deleted, then their records
+    /// (`Mutation::DeleteAttachment`).
+    fn unreferenced_attachments(
+        &self,
+        created_before_ms: Millis,
+        limit: usize,
+    ) -> StoreReply<Vec<AttachmentId>>;
 
     /// Applies retention as of `now_ms`: deletes entries every member device has received
     /// (unless the chat keeps history), entries past their TTL, idempotency keys past the

@@ -18,11 +18,11 @@ use crate::model::expired;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use wire::ids::{ChatId, ChatKind, DeviceId, UserId};
+use wire::ids::{AttachmentId, ChatId, ChatKind, DeviceId, UserId};
 
 use crate::model::{
-    Change, ChatState, Device, DeviceCursor, Entry, LogPage, Member, Millis, Mutation, ReceiptKind,
-    Retention, Role, SentRecord, Seq, SweepReport, SyncChat, Update, WriteBatch,
+    Attachment, Change, ChatState, Device, DeviceCursor, Entry, LogPage, Member, Millis, Mutation,
+    ReceiptKind, Retention, Role, SentRecord, Seq, SweepReport, SyncChat, Update, WriteBatch,
 };
 use crate::reply::Reply;
 use crate::{Store, StoreError, StoreReply};
@@ -74,6 +74,10 @@ impl Store for MemoryStore {
         client_msg_id: u64,
     ) -> StoreReply<Option<SentRecord>> {
         self.with(|s| Ok(s.sent.get(&(user, device, client_msg_id)).copied()))
+    }
+
+    fn sent_many(&self, keys: Vec<(UserId, DeviceId, u64)>) -> StoreReply<Vec<Option<SentRecord>>> {
+        self.with(|s| Ok(keys.iter().map(|k| s.sent.get(k).copied()).collect()))
     }
 
     fn sync_plan(&self, user: UserId, device: DeviceId) -> StoreReply<Vec<SyncChat>> {
@@ -129,6 +133,38 @@ impl Store for MemoryStore {
         })
     }
 
+    fn attachment(&self, id: AttachmentId) -> StoreReply<Option<Attachment>> {
+        self.with(|s| Ok(s.attachments.get(&id).cloned()))
+    }
+
+    fn referenced_in(&self, chat: ChatId, id: AttachmentId) -> StoreReply<bool> {
+        self.with(|s| {
+            let refs = s.refs.get(&id).into_iter().flatten();
+            Ok(refs
+                .filter(|(c, _)| *c == chat)
+                .any(|&(c, seq)| s.retained(c, seq)))
+        })
+    }
+
+    fn unreferenced_attachments(
+        &self,
+        created_before_ms: Millis,
+        limit: usize,
+    ) -> StoreReply<Vec<AttachmentId>> {
+        self.with(|s| {
+            Ok(s.attachments
+                .values()
+                .filter(|a| a.created_ms <= created_before_ms)
+                .filter(|a| {
+                    let refs = s.refs.get(&a.id).into_iter().flatten();
+                    !refs.into_iter().any(|&(c, seq)| s.retained(c, seq))
+                })
+                .map(|a| a.id)
+                .take(limit)
+                .collect())
+        })
+    }
+
     fn sweep(&self, now_ms: Millis) -> StoreReply<SweepReport> {
         self.with(|s| Ok(s.sweep(now_ms)))
     }
@@ -143,6 +179,9 @@ struct State {
     user_chats: BTreeMap<UserId, BTreeSet<ChatId>>,
     devices: BTreeMap<UserId, BTreeMap<DeviceId, Device>>,
     sent: BTreeMap<(UserId, DeviceId, u64), SentRecord>,
+    attachments: BTreeMap<AttachmentId, Attachment>,
+    /// Per attachment, the messages that reference it (also ones retention removed since).
+    refs: BTreeMap<AttachmentId, BTreeSet<(ChatId, Seq)>>,
 }
 
 /// One chat: its metadata, retained log, members and cursors.
@@ -184,7 +223,16 @@ impl State {
             user_chats: BTreeMap::new(),
             devices: BTreeMap::new(),
             sent: BTreeMap::new(),
+            attachments: BTreeMap::new(),
+            refs: BTreeMap::new(),
         }
+    }
+
+    /// Whether `seq` of `chat` is still kept.
+    fn retained(&self, chat: ChatId, seq: Seq) -> bool {
+        self.chats
+            .get(&chat)
+            .is_some_and(|c| seq >= c.floor && seq <= c.head)
     }
 
     fn known(&self, chat: ChatId) -> Result<&Chat, StoreError> {
@@ -218,7 +266,9 @@ impl State {
                         return Err(StoreError::UnknownChat(*chat));
                     }
                 }
-                Mutation::DeviceSeen { .. } => {}
+                Mutation::DeviceSeen { .. }
+                | Mutation::PutAttachment(_)
+                | Mutation::DeleteAttachment(_) => {}
             }
         }
         Ok(())
@@ -247,11 +297,19 @@ impl State {
                     device,
                     at_ms,
                 } => self.device_seen(user, device, at_ms),
+                Mutation::PutAttachment(a) => {
+                    self.attachments.insert(a.id, a);
+                }
+                Mutation::DeleteAttachment(id) => {
+                    self.attachments.remove(&id);
+                    self.refs.remove(&id);
+                }
             }
         }
     }
 
     fn append(&mut self, id: ChatId, seq: Seq, entry: Entry) {
+        let id_of_chat = id;
         let Self {
             chats, user_chats, ..
         } = self;
@@ -277,6 +335,9 @@ impl State {
                     ts_ms: m.ts_ms,
                 };
                 self.sent.insert(m.idempotency_key(), record);
+                for id in &m.attachments {
+                    self.refs.entry(*id).or_default().insert((id_of_chat, seq));
+                }
             }
             Entry::Update(update) => chat.change_members(id, seq, update, user_chats),
         }

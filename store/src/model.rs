@@ -14,7 +14,7 @@
 //!   joined (`joined_seq - 1`); a device registered after the user joined starts at the
 //!   chat's head at registration (a new device does not receive old messages).
 
-use wire::ids::{AttachmentId, ChatId, ChatKind, DeviceId, MessageId, UserId};
+use wire::ids::{AttachmentId, ChatId, ChatKind, DeviceId, MessageId, Sha256, UserId};
 
 pub use wire::enums::{BodyKind, ReceiptKind, Role};
 
@@ -71,6 +71,33 @@ pub enum Mutation {
         /// When it was seen.
         at_ms: Millis,
     },
+    /// Creates or replaces an attachment's record (e.g. once its upload is verified).
+    PutAttachment(Attachment),
+    /// Deletes an attachment's record and its references (its blob is already gone).
+    DeleteAttachment(AttachmentId),
+}
+
+/// An attachment (DESIGN.md F8): what its creating device declared, and whether the upload
+/// was verified. Messages that reference it are its references; while a retained message
+/// references it, it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// Its id (random, nonzero).
+    pub id: AttachmentId,
+    /// The creating user.
+    pub user: UserId,
+    /// The creating device: the only one that may reference it in a message.
+    pub device: DeviceId,
+    /// The declared size in bytes.
+    pub size: u64,
+    /// The declared SHA-256 of the blob.
+    pub sha256: Sha256,
+    /// The declared MIME type (a download's `Content-Type`).
+    pub mime: String,
+    /// When it was created.
+    pub created_ms: Millis,
+    /// Whether the blob was uploaded and checked against `size` and `sha256`.
+    pub verified: bool,
 }
 
 /// An entry in a chat's log.

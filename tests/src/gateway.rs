@@ -1,6 +1,6 @@
 //! A real `switchboard serve` in a temporary data directory: started with extra arguments,
-//! ready once it prints `ready ws=<addr> ops=<addr>`, killed on drop unless it already
-//! exited. A test that needs the exit status signals it and calls [`Gateway::wait_exit`].
+//! ready once it prints `ready ws=<addr> ops=<addr> media=<addr>`, killed on drop unless it
+//! already exited. A test that needs the exit status signals it and calls [`Gateway::wait_exit`].
 //! The child's environment is scrubbed of `SWITCHBOARD_*` variables (the test runner's own
 //! `SWITCHBOARD_BIN`/`SWITCHBOARD_PYTHON` would read as config keys) and gets only the
 //! variables a test sets.
@@ -135,6 +135,7 @@ pub struct Builder {
     envs: Vec<(OsString, OsString)>,
     nofile: Option<u32>,
     listen: Option<String>,
+    media_listen: Option<String>,
     data_dir: Option<PathBuf>,
     secret: Option<Vec<u8>>,
 }
@@ -171,6 +172,13 @@ impl Builder {
     #[must_use]
     pub fn listen(mut self, addr: impl std::fmt::Display) -> Self {
         self.listen = Some(addr.to_string());
+        self
+    }
+
+    /// `--media-listen` (default `127.0.0.1:0`).
+    #[must_use]
+    pub fn media_listen(mut self, addr: impl std::fmt::Display) -> Self {
+        self.media_listen = Some(addr.to_string());
         self
     }
 
@@ -223,8 +231,10 @@ impl Builder {
         };
         scrub_env(&mut cmd);
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:0".into());
+        let media = self.media_listen.unwrap_or_else(|| "127.0.0.1:0".into());
         cmd.arg("serve")
             .args(["--listen", &listen, "--ops-listen", "127.0.0.1:0"])
+            .args(["--media-listen", &media])
             .arg("--data-dir")
             .arg(&data_dir);
         if let Some(secret) = &self.secret {
@@ -256,10 +266,11 @@ impl Builder {
         };
         match line {
             ReadyLine::Line(line) => match parse_ready(&line) {
-                Some((ws, ops)) => Ok(Gateway {
+                Some((ws, ops, media)) => Ok(Gateway {
                     child,
                     ws,
                     ops,
+                    media,
                     data_dir,
                     stderr_path,
                     secret: self.secret,
@@ -307,17 +318,22 @@ fn ready_line(child: &mut Child) -> ReadyLine {
     }
 }
 
-/// `ready ws=<ip:port> ops=<ip:port>`, exactly.
-pub fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+/// `ready ws=<ip:port> ops=<ip:port> media=<ip:port>`, exactly: (ws, ops, media).
+pub fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
     let mut words = line.split(' ');
-    let (Some("ready"), Some(ws), Some(ops), None) =
-        (words.next(), words.next(), words.next(), words.next())
-    else {
+    let (Some("ready"), Some(ws), Some(ops), Some(media), None) = (
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+    ) else {
         return None;
     };
     let ws = ws.strip_prefix("ws=")?.parse().ok()?;
     let ops = ops.strip_prefix("ops=")?.parse().ok()?;
-    Some((ws, ops))
+    let media = media.strip_prefix("media=")?.parse().ok()?;
+    Some((ws, ops, media))
 }
 
 /// Why a gateway did not become ready.
@@ -352,6 +368,8 @@ pub struct Gateway {
     pub ws: SocketAddr,
     /// The operations HTTP listener from the `ready` line.
     pub ops: SocketAddr,
+    /// The media HTTP listener (built-in blob backend) from the `ready` line.
+    pub media: SocketAddr,
     data_dir: PathBuf,
     stderr_path: PathBuf,
     secret: Option<Vec<u8>>,

@@ -141,9 +141,7 @@ fn create_attachment_has_its_own_bucket_per_user() {
             mime: "image/png",
         })
     };
-    // Media is not built yet (issue 8), but the request is counted before it is answered.
-    a1.call(create())
-        .assert_code(ErrorCode::Unsupported, "the first upload");
+    a1.call(create()).attachment_created();
     let reply = a2.call(create());
     reply.assert_code(
         ErrorCode::RateLimited,

@@ -110,6 +110,29 @@ pub(crate) fn result<R>(
             0,
             Payload::ChatCreated(wire::ChatCreated { chat: *chat }),
         ),
+        Answer::AttachmentCreated {
+            attachment,
+            upload_url,
+            expires_at_ms,
+        } => (
+            ErrorCode::Ok,
+            "",
+            0,
+            Payload::AttachmentCreated(wire::AttachmentCreated {
+                attachment: *attachment,
+                upload_url,
+                expires_at_ms: *expires_at_ms,
+            }),
+        ),
+        Answer::AttachmentUrl { url, expires_at_ms } => (
+            ErrorCode::Ok,
+            "",
+            0,
+            Payload::AttachmentUrl(wire::AttachmentUrl {
+                url,
+                expires_at_ms: *expires_at_ms,
+            }),
+        ),
         Answer::Error {
             code,
             reason,

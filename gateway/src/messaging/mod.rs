@@ -20,6 +20,7 @@
 
 mod frames;
 pub mod limits;
+mod media;
 mod presence;
 mod requests;
 mod sync;
@@ -42,6 +43,7 @@ use crate::outbound::Frame;
 use crate::signal::Signal;
 use wire::ws::close;
 
+pub use media::sweep as sweep_attachments;
 pub use requests::handle_request;
 
 /// Bits of `Origin::reply_to` that hold the connection id (the rest is the core).
@@ -99,6 +101,8 @@ pub enum Then {
     Submit(Op),
     /// Get this answer (a request answered without an owner).
     Answer(Answer),
+    /// Reserve an attachment (`CreateAttachment`) and answer with its upload URL.
+    CreateAttachment(media::Declared),
 }
 
 /// The channel mesh every core joins at start.
@@ -128,6 +132,8 @@ pub struct Hub {
     senders: Senders<Vec<Item>>,
     presence: RefCell<presence::Presence>,
     user_limits: RefCell<limits::UserLimits>,
+    /// Idempotency keys the owner asked for this tick.
+    lookups: RefCell<Vec<router::types::SendKey>>,
 }
 
 impl Hub {
@@ -162,6 +168,7 @@ impl Hub {
             senders,
             presence: RefCell::new(presence::Presence::default()),
             user_limits: RefCell::new(limits::UserLimits::default()),
+            lookups: RefCell::new(Vec::new()),
         });
         if core.hub.set(hub.clone()).is_err() {
             anyhow::bail!("the messaging hub started twice");
@@ -360,6 +367,19 @@ impl Hub {
             }
             (Ok(()), Then::Submit(op)) => self.submit(origin, op),
             (Ok(()), Then::Answer(answer)) => self.answer(core, origin, answer),
+            (Ok(()), Then::CreateAttachment(declared)) => {
+                let (Some(core), Some(hub)) = (self.core(), core.hub.get().cloned()) else {
+                    return;
+                };
+                glommio::spawn_local(async move {
+                    let answer = match core.blobs() {
+                        Some(blobs) => media::create(hub.store(), &blobs, origin, declared).await,
+                        None => media::unsupported(),
+                    };
+                    hub.answer_to(&core, origin, answer);
+                })
+                .detach();
+            }
         }
         // An answer for another core waits in the outbox for the driver.
         self.tick.raise();
@@ -374,6 +394,45 @@ impl Hub {
             self.outbox.borrow_mut()[owner].push(Item::Request(origin, op));
         }
         self.tick.raise();
+    }
+
+    /// Looks up this tick's idempotency keys in one store call (one reader job and one
+    /// wake-up for the lot, not one per send), then feeds each answer to the owner.
+    fn lookup_all(self: &Rc<Self>) {
+        let keys = std::mem::take(&mut *self.lookups.borrow_mut());
+        if keys.is_empty() {
+            return;
+        }
+        let reply = self.store.sent_many(keys.clone());
+        let hub = self.clone();
+        glommio::spawn_local(async move {
+            let answers = reply.await;
+            let mut inbox = hub.inbox.borrow_mut();
+            match answers {
+                Ok(answers) if answers.len() == keys.len() => {
+                    for (key, answer) in keys.into_iter().zip(answers) {
+                        inbox.push(Input::LookedUp(key, Ok(answer)));
+                    }
+                }
+                Ok(_) => {
+                    let error =
+                        store::StoreError::Unavailable("sent_many: wrong answer count".into());
+                    inbox.extend(
+                        keys.into_iter()
+                            .map(|k| Input::LookedUp(k, Err(error.clone()))),
+                    );
+                }
+                Err(error) => {
+                    inbox.extend(
+                        keys.into_iter()
+                            .map(|k| Input::LookedUp(k, Err(error.clone()))),
+                    );
+                }
+            }
+            drop(inbox);
+            hub.tick.raise();
+        })
+        .detach();
     }
 
     /// Feeds the owner an input from a store call.
@@ -391,12 +450,8 @@ impl Hub {
                 glommio::spawn_local(async move { hub.feed(Input::Loaded(chat, reply.await)) })
                     .detach();
             }
-            Action::Lookup(key) => {
-                let reply = self.store.sent(key.0, key.1, key.2);
-                let hub = self.clone();
-                glommio::spawn_local(async move { hub.feed(Input::LookedUp(key, reply.await)) })
-                    .detach();
-            }
+            // Looked up together at the end of the tick (`Hub::lookup_all`).
+            Action::Lookup(key) => self.lookups.borrow_mut().push(key),
             Action::Write(id, batch) => {
                 let reply = self.store.write(batch);
                 let hub = self.clone();
@@ -435,6 +490,12 @@ impl Hub {
                 queue.push(item());
             }
         }
+    }
+
+    /// [`Hub::answer`] from a task outside the driver: wakes the driver to send it on.
+    fn answer_to(&self, core: &Core, origin: Origin, answer: Answer) {
+        self.answer(core, origin, answer);
+        self.tick.raise();
     }
 
     /// Sends an answer to the connection that asked (here or on its core).
@@ -606,6 +667,7 @@ async fn drive(core: &Rc<Core>, hub: &Rc<Hub>) {
         for action in actions.drain(..) {
             hub.act(core, action);
         }
+        hub.lookup_all();
         let batches: Vec<(usize, Vec<Item>)> = hub
             .outbox
             .borrow_mut()

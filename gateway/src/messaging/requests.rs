@@ -6,12 +6,14 @@
 //! here (decode errors, rate limits, not-yet-built features, history pages) or from the chat's
 //! owner. Invariant: a request that reaches an owner is valid and within its `Limits`.
 
+use std::rc::Rc;
+
 use router::types::{Answer, Op, Origin};
 use store::model::{BodyKind, Entry, ReceiptKind};
 use wire::{ChatId, ErrorCode, Payload, Request, RequestResult, ServerFrame};
 
 use super::limits::{LimitKind, Rate};
-use super::{Hub, Then, frames};
+use super::{Hub, Then, frames, media};
 use crate::core::{Conn, Core};
 
 /// Answers one binary message (a `ClientFrame`) from `conn`.
@@ -40,7 +42,13 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
     };
     let (kind, then) = match frame.request {
         Request::SendMessage(send) => match send_op(core, conn, &send) {
-            Ok(op) => (Some(LimitKind::Send), Then::Submit(op)),
+            Ok(op) if send.attachments.is_empty() => (Some(LimitKind::Send), Then::Submit(op)),
+            Ok(op) => {
+                if let (Some(core), Some(_)) = (hub.core(), hub.conn(conn)) {
+                    media::send_with_attachments(hub, &core, origin, op);
+                }
+                return;
+            }
             Err(answer) => return reply(core, conn, frame.request_id, &answer),
         },
         Request::CreateChat(create) => {
@@ -79,20 +87,7 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
         }
         // Throttled by the chat's owner, per user per chat.
         Request::Typing(t) => (None, Then::Submit(Op::Typing { chat: t.chat })),
-        Request::FetchHistory(f) => {
-            let request_id = frame.request_id;
-            let (Some(core), Some(conn)) = (hub.core(), hub.conn(conn)) else {
-                return;
-            };
-            let hub = hub.clone();
-            glommio::spawn_local(async move {
-                if let Err(answer) = history(&hub, &core, &conn, f, request_id).await {
-                    reply(&core, &conn, request_id, &answer);
-                }
-            })
-            .detach();
-            return;
-        }
+        Request::FetchHistory(f) => return spawn_history(hub, conn, f, frame.request_id),
         Request::SetPresence(p) => {
             let change = super::presence::DeviceChange::Shown(p.online);
             hub.presence_device(conn.identity.user, conn.identity.device, change);
@@ -102,20 +97,21 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
             hub.subscribe_presence(core, conn, p.users);
             return reply(core, conn, frame.request_id, &Answer::Ok);
         }
-        Request::CreateAttachment(_) => {
-            // Counted like a real upload, so the limit holds once media exists.
-            let answer = Answer::error(ErrorCode::Unsupported, "not implemented yet");
-            (Some(LimitKind::Upload), Then::Answer(answer))
+        Request::CreateAttachment(a) => {
+            let declared = media::Declared {
+                size: a.size,
+                sha256: a.sha256,
+                mime: a.mime.to_owned(),
+            };
+            (Some(LimitKind::Upload), Then::CreateAttachment(declared))
         }
-        Request::GetAttachmentUrl(_) => {
-            let answer = Answer::error(ErrorCode::Unsupported, "not implemented yet");
-            return reply(core, conn, frame.request_id, &answer);
-        }
+        Request::GetAttachmentUrl(g) => return spawn_attachment_url(hub, conn, origin, g),
     };
     match (kind, then) {
         (Some(kind), then) => hub.submit_limited(core, origin, kind, then),
         (None, Then::Submit(op)) => hub.submit(origin, op),
         (None, Then::Answer(answer)) => reply(core, conn, frame.request_id, &answer),
+        (None, Then::CreateAttachment(_)) => {}
     }
 }
 
@@ -135,13 +131,6 @@ fn send_op(core: &Core, conn: &Conn, send: &wire::SendMessage<'_>) -> Result<Op,
             retry_after_ms,
         });
     }
-    if !send.attachments.is_empty() {
-        // Uploads are not built yet, so no attachment is ever verified.
-        return Err(Answer::error(
-            ErrorCode::AttachmentNotReady,
-            "attachment not uploaded",
-        ));
-    }
     let (kind, body) = match send.body {
         wire::Body::Text(text) => (BodyKind::Text, text.as_bytes().to_vec()),
         wire::Body::Opaque(bytes) => (BodyKind::Opaque, bytes.to_vec()),
@@ -151,8 +140,40 @@ fn send_op(core: &Core, conn: &Conn, send: &wire::SendMessage<'_>) -> Result<Op,
         client_msg_id: send.client_msg_id,
         kind,
         body,
-        attachments: Vec::new(),
+        attachments: send.attachments.to_vec(),
     })
+}
+
+/// Answers `FetchHistory` from a task (store reads).
+fn spawn_history(hub: &Rc<Hub>, conn: &Conn, f: wire::FetchHistory, request_id: u64) {
+    let (Some(core), Some(conn)) = (hub.core(), hub.conn(conn)) else {
+        return;
+    };
+    let hub = hub.clone();
+    glommio::spawn_local(async move {
+        if let Err(answer) = history(&hub, &core, &conn, f, request_id).await {
+            reply(&core, &conn, request_id, &answer);
+        }
+    })
+    .detach();
+}
+
+/// Answers `GetAttachmentUrl` from a task (store reads).
+fn spawn_attachment_url(hub: &Rc<Hub>, conn: &Conn, origin: Origin, g: wire::GetAttachmentUrl) {
+    let (Some(core), Some(conn)) = (hub.core(), hub.conn(conn)) else {
+        return;
+    };
+    let hub = hub.clone();
+    glommio::spawn_local(async move {
+        let answer = match core.blobs() {
+            Some(blobs) => {
+                media::download_url(hub.store(), &blobs, &origin, g.chat, g.attachment).await
+            }
+            None => media::unsupported(),
+        };
+        reply(&core, &conn, origin.request_id, &answer);
+    })
+    .detach();
 }
 
 /// Sends `answer` as the `Result` of `request_id`.

@@ -33,6 +33,7 @@ use crate::metrics::GatewaySample;
 use crate::source_ips::SourceIps;
 use crate::target::Target;
 use fleet::{Fleet, Message};
+use protocol::WorkerLine;
 use report::{IdleReport, Latency, per_conn, rate};
 use split::{check_fd_limit, shares, worker_args};
 use tally::Tally;
@@ -165,7 +166,7 @@ fn warn_if_used(gateway: &GatewaySample) {
 fn measure(
     args: &IdleArgs,
     ops: &Target,
-    fleet: &mut Fleet,
+    fleet: &mut Fleet<WorkerLine>,
     tally: &mut Tally,
     (kernel_before, gateway_before): (KernelSample, GatewaySample),
 ) -> Result<Readings> {
@@ -202,7 +203,7 @@ fn measure(
 fn run_ramp(
     args: &IdleArgs,
     ops: &Target,
-    fleet: &mut Fleet,
+    fleet: &mut Fleet<WorkerLine>,
     tally: &mut Tally,
     timeout: Duration,
 ) -> Result<(Duration, Option<f64>)> {
@@ -232,7 +233,7 @@ fn gateway_cpu_s(ops: &Target, pid: Option<u32>) -> Result<Option<f64>> {
 
 /// Applies worker messages until `done(tally)`; an error if `deadline` passes first.
 fn pump(
-    fleet: &Fleet,
+    fleet: &Fleet<WorkerLine>,
     tally: &mut Tally,
     deadline: Instant,
     phase: &str,
@@ -264,14 +265,18 @@ fn pump(
 }
 
 /// Applies worker messages until `deadline` (the hold: workers only report their keepers).
-fn pump_idle(fleet: &Fleet, tally: &mut Tally, deadline: Instant) -> Result<()> {
+fn pump_idle(fleet: &Fleet<WorkerLine>, tally: &mut Tally, deadline: Instant) -> Result<()> {
     while let Some(message) = fleet.next(deadline) {
         take(tally, message, "hold")?;
     }
     Ok(())
 }
 
-fn take(tally: &mut Tally, (index, message): (usize, Message), phase: &str) -> Result<()> {
+fn take(
+    tally: &mut Tally,
+    (index, message): (usize, Message<WorkerLine>),
+    phase: &str,
+) -> Result<()> {
     match message {
         Message::Line(line) => tally.apply(index, line),
         Message::Garbled(line) => bail!("worker {index} said {line:?}"),
@@ -280,7 +285,12 @@ fn take(tally: &mut Tally, (index, message): (usize, Message), phase: &str) -> R
 }
 
 /// Polls the gateway until it counts `expected` connections open; returns how long it took.
-fn wait_open(fleet: &Fleet, tally: &mut Tally, ops: &Target, expected: u64) -> Result<Duration> {
+fn wait_open(
+    fleet: &Fleet<WorkerLine>,
+    tally: &mut Tally,
+    ops: &Target,
+    expected: u64,
+) -> Result<Duration> {
     let start = Instant::now();
     loop {
         let open = GatewaySample::fetch(ops)?.connections_open;

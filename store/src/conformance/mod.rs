@@ -8,13 +8,14 @@
 //! `now` passed to [`Store::sweep`] and the timestamps written.
 //!
 //! Layout: [`writes`] (the log, seqs, batches, idempotency, reads), [`members`] (membership,
-//! cursors, sync plans, devices), [`retention`] (sweeps), [`random`] (a seeded random run
+//! cursors, sync plans, devices), [`retention`] (sweeps), [`attachments`], [`random`] (a seeded random run
 //! checked against the simple second implementation in [`reference`]).
 
 // The suite's whole job is to panic when a backend does not conform; every case would carry
 // the same "# Panics" section.
 #![allow(clippy::missing_panics_doc)]
 
+mod attachments;
 mod members;
 mod random;
 mod reference;
@@ -26,6 +27,7 @@ use std::fmt::Debug;
 use futures_lite::future::block_on;
 use wire::ids::{ChatId, DeviceId, MessageId, UserId};
 
+pub use self::attachments::{attachment_records, attachment_references};
 pub use self::members::{
     cursor_monotonic, devices_seen, membership_changes, rejoin_starts_at_join,
     sync_plan_former_members, sync_plan_members,
@@ -101,6 +103,8 @@ macro_rules! store_conformance {
             truncation_reported,
             device_pruning,
             idempotency_keys_expire,
+            attachment_records,
+            attachment_references,
             randomized_against_model,
         );
     };

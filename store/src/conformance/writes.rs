@@ -5,7 +5,7 @@ use wire::ids::{AttachmentId, ChatKind};
 
 use super::{
     Harness, RETENTION, Subject, T0, append, append_texts, assert_refused, created, delivered, dev,
-    direct, group, member, message, read, seen, sent_record, seqs, text, update, user, users,
+    direct, group, member, message, must, read, seen, sent_record, seqs, text, update, user, users,
 };
 use crate::model::{BodyKind, Change, ChatState, Entry, LogPage, Role, Seq};
 use crate::{Store, StoreError};
@@ -278,6 +278,20 @@ pub fn idempotency_answers<H: Harness>(h: H) {
         for (u, d, id) in [(1, 1, 11), (1, 2, 10), (2, 1, 10), (3, 1, 10), (1, 1, 9)] {
             assert_eq!(s.sent(user(u), dev(d), id), None, "key ({u}, {d}, {id})");
         }
+        // The same answers in one call, in key order.
+        let keys = vec![
+            (user(1), dev(2), 11),
+            (user(3), dev(1), 10),
+            (user(1), dev(1), 10),
+            (user(2), dev(5), 10),
+        ];
+        let want = vec![
+            Some(sent_record(chat, 3, &third)),
+            None,
+            Some(sent_record(chat, 1, &first)),
+            Some(sent_record(chat, 2, &second)),
+        ];
+        assert_eq!(must("sent_many", s.store().sent_many(keys)), want);
     };
     check(&s);
     s.reopen();

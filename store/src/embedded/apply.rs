@@ -10,6 +10,7 @@
 
 use wire::ids::{ChatId, ChatKind, DeviceId, UserId};
 
+use super::attachments;
 use super::codec::{Enc, encode_entry};
 use super::index::{self, Result, Txn, View};
 use super::layout::{self as l, ChatMeta};
@@ -37,6 +38,8 @@ pub(crate) fn apply_batch(txn: &mut Txn<'_>, batch: &WriteBatch, buf: &mut Vec<u
                 device,
                 at_ms,
             } => device_seen(txn, *user, *device, *at_ms)?,
+            Mutation::PutAttachment(a) => attachments::put(txn, a),
+            Mutation::DeleteAttachment(id) => attachments::delete(txn, *id)?,
         }
     }
     Ok(())
@@ -72,6 +75,7 @@ fn append(
                 l::sent_by_time(m.ts_ms, user, device, client_msg_id),
                 Vec::new(),
             );
+            attachments::referenced(txn, chat, seq, &m.attachments);
         }
         Entry::Update(update) => change_members(txn, chat, seq, update)?,
     }

@@ -14,10 +14,11 @@
 //! not an encoding fails with [`CodecError`], never panics (the log's CRC already rejected
 //! torn or flipped bytes, so a failure here means a bug or a foreign format).
 
-use wire::ids::{AttachmentId, ChatId, DeviceId, MessageId, UserId};
+use wire::ids::{AttachmentId, ChatId, DeviceId, MessageId, Sha256, UserId};
 
 use crate::model::{
-    BodyKind, Change, Entry, Message, Mutation, ReceiptKind, Role, Seq, Update, WriteBatch,
+    Attachment, BodyKind, Change, Entry, Message, Mutation, ReceiptKind, Role, Seq, Update,
+    WriteBatch,
 };
 
 /// Bytes that are not a valid encoding.
@@ -127,6 +128,10 @@ impl<'a> Dec<'a> {
         UserId::from_bytes(self.array()?).ok_or(CodecError("user id"))
     }
 
+    pub(crate) fn attachment(&mut self) -> Result<AttachmentId> {
+        AttachmentId::from_bytes(self.array()?).ok_or(CodecError("attachment id"))
+    }
+
     pub(crate) fn device(&mut self) -> Result<DeviceId> {
         DeviceId::from_bytes(self.array()?).ok_or(CodecError("device id"))
     }
@@ -157,7 +162,7 @@ pub(crate) fn encode_batch(batch: &WriteBatch, out: &mut Vec<u8>) {
     let claims = batch
         .mutations
         .iter()
-        .filter(|m| !matches!(m, Mutation::DeviceSeen { .. }))
+        .filter(|m| matches!(m, Mutation::Append { .. } | Mutation::Cursor { .. }))
         .count();
     e.var(claims as u64);
     for m in &batch.mutations {
@@ -179,7 +184,9 @@ pub(crate) fn encode_batch(batch: &WriteBatch, out: &mut Vec<u8>) {
                 e.raw(chat.as_bytes());
                 e.var(0);
             }
-            Mutation::DeviceSeen { .. } => {}
+            Mutation::DeviceSeen { .. }
+            | Mutation::PutAttachment(_)
+            | Mutation::DeleteAttachment(_) => {}
         }
     }
     e.var(batch.mutations.len() as u64);
@@ -260,6 +267,15 @@ fn encode_mutation(e: &mut Enc<'_>, m: &Mutation) {
             e.raw(device.as_bytes());
             e.var(*at_ms);
         }
+        Mutation::PutAttachment(a) => {
+            e.u8(3);
+            e.raw(a.id.as_bytes());
+            encode_attachment(e, a);
+        }
+        Mutation::DeleteAttachment(id) => {
+            e.u8(4);
+            e.raw(id.as_bytes());
+        }
     }
 }
 
@@ -282,7 +298,39 @@ fn decode_mutation(d: &mut Dec<'_>) -> Result<Mutation> {
             device: d.device()?,
             at_ms: d.var()?,
         },
+        3 => {
+            let id = d.attachment()?;
+            Mutation::PutAttachment(decode_attachment(d, id)?)
+        }
+        4 => Mutation::DeleteAttachment(d.attachment()?),
         _ => return Err(CodecError("mutation tag")),
+    })
+}
+
+/// Encodes an attachment record but its id (also the index row's value, keyed by the id).
+pub(crate) fn encode_attachment(e: &mut Enc<'_>, a: &Attachment) {
+    e.raw(a.user.as_bytes());
+    e.raw(a.device.as_bytes());
+    e.var(a.size);
+    e.raw(a.sha256.as_bytes());
+    e.bytes(a.mime.as_bytes());
+    e.var(a.created_ms);
+    e.u8(u8::from(a.verified));
+}
+
+/// Decodes what [`encode_attachment`] wrote, for attachment `id`.
+pub(crate) fn decode_attachment(d: &mut Dec<'_>, id: AttachmentId) -> Result<Attachment> {
+    Ok(Attachment {
+        id,
+        user: d.user()?,
+        device: d.device()?,
+        size: d.var()?,
+        sha256: Sha256::new(d.array()?),
+        mime: std::str::from_utf8(d.bytes()?)
+            .map_err(|_| CodecError("mime"))?
+            .to_owned(),
+        created_ms: d.var()?,
+        verified: d.u8()? != 0,
     })
 }
 
@@ -492,6 +540,17 @@ mod tests {
                     device: dev,
                     at_ms: 77,
                 },
+                Mutation::PutAttachment(crate::model::Attachment {
+                    id: AttachmentId::new(9).expect("valid"),
+                    user: user(2),
+                    device: dev,
+                    size: 100 << 20,
+                    sha256: Sha256::new([0xab; 32]),
+                    mime: "image/jpeg".into(),
+                    created_ms: 78,
+                    verified: true,
+                }),
+                Mutation::DeleteAttachment(AttachmentId::new(u128::MAX).expect("valid")),
             ],
         }
     }

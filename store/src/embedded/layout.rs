@@ -16,6 +16,8 @@
 //! | `d` | user, device | device: registered, last seen |
 //! | `s` | user, device, client_msg_id | idempotency answer: chat, seq, msg id, ts |
 //! | `t` | ts, user, device, client_msg_id | expiry index of `s` |
+//! | `a` | attachment | [`crate::model::Attachment`] (see [`super::attachments`]) |
+//! | `r` | attachment, chat, seq | nothing: that message references the attachment |
 //! | `z` | name | store metadata (`apply_from`: the next LSN to apply) |
 
 use wire::ids::{ChatId, DeviceId, MessageId, UserId};
@@ -33,6 +35,8 @@ pub(crate) const CURSOR: u8 = b'k';
 pub(crate) const DEVICE: u8 = b'd';
 pub(crate) const SENT: u8 = b's';
 pub(crate) const SENT_BY_TIME: u8 = b't';
+pub(crate) const ATTACHMENT: u8 = b'a';
+pub(crate) const ATTACHMENT_REF: u8 = b'r';
 
 /// The metadata key holding the next LSN to apply.
 pub(crate) const APPLY_FROM: &[u8] = b"zapply_from";

@@ -41,6 +41,7 @@ pub struct Reply {
 
 /// A `Result`'s payload, owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // The attachment payloads' fields are those of docs/PROTOCOL.md §5.1.
 pub enum Payload {
     /// No payload.
     None,
@@ -50,8 +51,14 @@ pub enum Payload {
     ChatCreated(ChatId),
     /// Answers `FetchHistory`.
     HistoryPage(Page),
-    /// An attachment payload, as its debug text (no test here needs more).
-    Other(String),
+    /// Answers `CreateAttachment`.
+    AttachmentCreated {
+        attachment: AttachmentId,
+        upload_url: String,
+        expires_at_ms: u64,
+    },
+    /// Answers `GetAttachmentUrl`.
+    AttachmentUrl { url: String, expires_at_ms: u64 },
 }
 
 /// A `HistoryPage`, owned.
@@ -145,7 +152,15 @@ impl Payload {
                 messages: p.messages.iter().map(|m| Message::from_wire(&m)).collect(),
                 more: p.more,
             }),
-            other => Self::Other(format!("{other:?}")),
+            wire::Payload::AttachmentCreated(a) => Self::AttachmentCreated {
+                attachment: a.attachment,
+                upload_url: a.upload_url.to_owned(),
+                expires_at_ms: a.expires_at_ms,
+            },
+            wire::Payload::AttachmentUrl(u) => Self::AttachmentUrl {
+                url: u.url.to_owned(),
+                expires_at_ms: u.expires_at_ms,
+            },
         }
     }
 }
@@ -178,6 +193,35 @@ impl Reply {
         match (&self.code, &self.payload) {
             (ErrorCode::Ok, Payload::ChatCreated(chat)) => *chat,
             _ => panic!("expected Ok with ChatCreated, got {self:?}"),
+        }
+    }
+
+    /// The attachment and upload URL of a successful `CreateAttachment`.
+    ///
+    /// # Panics
+    /// When this is not `Ok` with `AttachmentCreated`.
+    pub fn attachment_created(&self) -> (AttachmentId, String) {
+        match (&self.code, &self.payload) {
+            (
+                ErrorCode::Ok,
+                Payload::AttachmentCreated {
+                    attachment,
+                    upload_url,
+                    ..
+                },
+            ) => (*attachment, upload_url.clone()),
+            _ => panic!("expected Ok with AttachmentCreated, got {self:?}"),
+        }
+    }
+
+    /// The URL of a successful `GetAttachmentUrl`.
+    ///
+    /// # Panics
+    /// When this is not `Ok` with `AttachmentUrl`.
+    pub fn attachment_url(&self) -> String {
+        match (&self.code, &self.payload) {
+            (ErrorCode::Ok, Payload::AttachmentUrl { url, .. }) => url.clone(),
+            _ => panic!("expected Ok with AttachmentUrl, got {self:?}"),
         }
     }
 
