@@ -12,15 +12,10 @@ use anyhow::Context as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
 use wire::{DeviceId, UserId};
 
 /// The development secret's file name inside the data directory.
 pub const DEV_KEY_FILE: &str = "dev-jwt.key";
-/// Random bytes in a generated development secret (written as hex).
-const DEV_KEY_BYTES: usize = 32;
 
 /// An authenticated device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,56 +182,21 @@ pub fn mint(config: &Config, user: UserId, device: DeviceId, ttl_s: u64) -> anyh
 
 /// The HS256 secret: the configured file's bytes, or the development secret.
 fn hs256_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
-    let path = match &config.jwt_secret_file {
-        Some(path) => path.clone(),
-        None => dev_key(&config.data_dir)?,
-    };
-    let secret =
-        std::fs::read(&path).with_context(|| format!("reading JWT secret {}", path.display()))?;
-    anyhow::ensure!(
-        secret.len() >= 32,
-        "JWT secret {} is shorter than 32 bytes",
-        path.display()
-    );
-    Ok(secret)
-}
-
-/// The development secret file, generated (random, mode 0600) on first use.
-fn dev_key(data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = data_dir.join(DEV_KEY_FILE);
-    if path.exists() {
-        return Ok(path);
-    }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let mut bytes = [0u8; DEV_KEY_BYTES];
-    rand::fill(&mut bytes);
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path);
-    match created {
-        Ok(mut file) => {
-            file.write_all(hex::encode(bytes).as_bytes())?;
-            file.sync_all()?;
-            tracing::warn!(
-                path = %path.display(),
-                "generated a development JWT secret; production must set jwt_secret_file or jwt_public_key_file"
-            );
-        }
-        // Another process (a concurrent `switchboard token`) created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
-    }
-    Ok(path)
+    crate::keyfile::load(
+        config.jwt_secret_file.as_deref(),
+        &config.data_dir,
+        DEV_KEY_FILE,
+        "JWT secret",
+        "generated a development JWT secret; production must set jwt_secret_file or \
+         jwt_public_key_file",
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn config(dir: &Path) -> Config {
+    fn config(dir: &std::path::Path) -> Config {
         Config {
             data_dir: dir.to_path_buf(),
             ..Config::default()

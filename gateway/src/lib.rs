@@ -16,6 +16,7 @@ pub mod core;
 pub mod handshake;
 pub mod http_io;
 pub mod inbound;
+pub mod keyfile;
 pub mod listener;
 pub mod media;
 pub mod messaging;

@@ -92,6 +92,34 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Raises the soft open-files limit to the hard one and checks that `count` connections plus
+/// `reserved` other descriptors fit (a worker's own files, pipes and epoll).
+///
+/// # Errors
+/// The limit cannot be raised, or the hard limit is too low for `count`.
+pub(crate) fn raise_fd_limit(count: u64, reserved: u64) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let hard = getrlimit(Resource::Nofile).maximum;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: hard,
+            maximum: hard,
+        },
+    )
+    .context("raising RLIMIT_NOFILE to its hard limit")?;
+    if let Some(hard) = hard {
+        anyhow::ensure!(
+            count + reserved <= hard,
+            "{count} connections need {} descriptors but the hard limit is {hard}; \
+             use more --workers",
+            count + reserved
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,15 @@ const TOKEN_TTL_S: u64 = 3600;
 /// # Panics
 /// When it is missing: the suite runs through `./scripts/test`, which builds it first.
 pub fn bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("SWITCHBOARD_BIN") {
+    workspace_bin("switchboard", "SWITCHBOARD_BIN")
+}
+
+/// A binary of this workspace: `$<env>`, else `name` next to the test executable.
+///
+/// # Panics
+/// When it is missing: the suite runs through `./scripts/test`, which builds it first.
+pub fn workspace_bin(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("the test executable has a path");
@@ -45,12 +53,12 @@ pub fn bin() -> PathBuf {
         .ancestors()
         .skip(1)
         .take(2)
-        .map(|dir| dir.join("switchboard"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file());
     found.unwrap_or_else(|| {
         panic!(
-            "no switchboard binary near {} and no $SWITCHBOARD_BIN: \
-             run ./scripts/test (it builds the binaries first)",
+            "no {name} binary near {} and no ${env}: run ./scripts/test (it builds the \
+             binaries first)",
             exe.display()
         )
     })

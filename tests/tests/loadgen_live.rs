@@ -34,23 +34,7 @@ fn one_run() -> MutexGuard<'static, ()> {
 }
 
 fn loadgen_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("LOADGEN_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    let found = exe
-        .ancestors()
-        .skip(1)
-        .take(2)
-        .map(|dir| dir.join("loadgen"))
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| {
-        panic!(
-            "no loadgen binary near {} and no $LOADGEN_BIN: run ./scripts/test \
-             (it builds the binaries first)",
-            exe.display()
-        )
-    })
+    switchboard_tests::gateway::workspace_bin("loadgen", "LOADGEN_BIN")
 }
 
 /// `loadgen live` with the smoke preset against `target`, report in `report`.

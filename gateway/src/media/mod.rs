@@ -25,18 +25,12 @@ pub mod sign;
 
 use crate::config::{Config, MediaBackend};
 use anyhow::Context as _;
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use wire::AttachmentId;
 
 /// The development media key's file name inside the data directory.
 pub const DEV_KEY_FILE: &str = "dev-media.key";
-/// Random bytes in a generated development key (written as hex).
-const DEV_KEY_BYTES: usize = 32;
-/// Shortest media key accepted (HMAC-SHA256 gains nothing past 64; 32 is the floor).
-const KEY_BYTES_MIN: usize = 32;
 
 /// Why a blob operation failed (the caller answers `Unavailable` or retries later).
 #[derive(Debug, thiserror::Error)]
@@ -181,49 +175,13 @@ pub fn media_dir(config: &Config) -> PathBuf {
 /// # Errors
 /// The file cannot be read or created, or holds fewer than 32 bytes.
 pub fn media_key(config: &Config) -> anyhow::Result<Vec<u8>> {
-    let path = match &config.media_key_file {
-        Some(path) => path.clone(),
-        None => dev_key(&config.data_dir)?,
-    };
-    let key =
-        std::fs::read(&path).with_context(|| format!("reading media key {}", path.display()))?;
-    anyhow::ensure!(
-        key.len() >= KEY_BYTES_MIN,
-        "media key {} is shorter than {KEY_BYTES_MIN} bytes",
-        path.display()
-    );
-    Ok(key)
-}
-
-/// The development media key file, generated (random, mode 0600) on first use.
-fn dev_key(data_dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = data_dir.join(DEV_KEY_FILE);
-    if path.exists() {
-        return Ok(path);
-    }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let mut bytes = [0u8; DEV_KEY_BYTES];
-    rand::fill(&mut bytes);
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path);
-    match created {
-        Ok(mut file) => {
-            file.write_all(hex::encode(bytes).as_bytes())?;
-            file.sync_all()?;
-            tracing::warn!(
-                path = %path.display(),
-                "generated a development media key; production must set media_key_file"
-            );
-        }
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
-    }
-    Ok(path)
+    crate::keyfile::load(
+        config.media_key_file.as_deref(),
+        &config.data_dir,
+        DEV_KEY_FILE,
+        "media key",
+        "generated a development media key; production must set media_key_file",
+    )
 }
 
 /// The S3 settings, with the secret read from `s3_secret_key_file` (trailing whitespace

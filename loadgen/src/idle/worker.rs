@@ -11,9 +11,8 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 use crate::idle::connect::{Plan, ramp};
 use crate::idle::keeper::Keeper;
@@ -66,7 +65,7 @@ pub(crate) fn say(line: &WorkerLine) {
 
 /// The worker's main.
 pub(crate) fn run(args: &WorkerArgs) -> Result<()> {
-    raise_fd_limit(args.count)?;
+    crate::kernel::raise_fd_limit(args.count, FDS_RESERVED)?;
     let plan = Plan {
         target: Target::websocket(&args.target)?,
         source_ips: SourceIps::parse(&args.source_ips)?,
@@ -105,29 +104,6 @@ pub(crate) fn run(args: &WorkerArgs) -> Result<()> {
         Ok(result) => result.context("idle keeper"),
         Err(_) => bail!("idle keeper panicked"),
     }
-}
-
-/// Raises the soft open-files limit to the hard one and checks `count` connections fit.
-fn raise_fd_limit(count: u64) -> Result<()> {
-    let limit = getrlimit(Resource::Nofile);
-    let hard = limit.maximum;
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: hard,
-            maximum: hard,
-        },
-    )
-    .context("raising RLIMIT_NOFILE to its hard limit")?;
-    if let Some(hard) = hard {
-        ensure!(
-            count + FDS_RESERVED <= hard,
-            "{count} connections need {} descriptors but the hard limit is {hard}; \
-             use more --workers",
-            count + FDS_RESERVED
-        );
-    }
-    Ok(())
 }
 
 fn mint_tokens(args: &WorkerArgs) -> Result<Vec<String>> {

@@ -11,9 +11,8 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use clap::Args;
-use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 use crate::jwt::Minter;
 use crate::live::engine::{Engine, Setup};
@@ -66,7 +65,7 @@ pub(crate) fn run(args: &LiveWorkerArgs) -> Result<()> {
     let &(first, count) = shares
         .get(args.worker as usize)
         .context("worker number out of range")?;
-    raise_fd_limit(u64::from(count))?;
+    crate::kernel::raise_fd_limit(u64::from(count), FDS_RESERVED)?;
     let targets = args
         .target
         .iter()
@@ -106,28 +105,6 @@ pub(crate) fn run(args: &LiveWorkerArgs) -> Result<()> {
         })?;
     say(&WorkerLine::Ready);
     engine.run(&rx, &mut |line| say(&line))
-}
-
-/// Raises the soft open-files limit to the hard one and checks `count` connections fit.
-fn raise_fd_limit(count: u64) -> Result<()> {
-    let hard = getrlimit(Resource::Nofile).maximum;
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: hard,
-            maximum: hard,
-        },
-    )
-    .context("raising RLIMIT_NOFILE to its hard limit")?;
-    if let Some(hard) = hard {
-        ensure!(
-            count + FDS_RESERVED <= hard,
-            "{count} connections need {} descriptors but the hard limit is {hard}; \
-             use more --workers",
-            count + FDS_RESERVED
-        );
-    }
-    Ok(())
 }
 
 fn mint_tokens(args: &LiveWorkerArgs, plan: &Plan, first: u32, count: u32) -> Result<Vec<String>> {
