@@ -18,9 +18,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use switchboard_tests::chat::{ChatClient, WAIT, direct};
 use switchboard_tests::gateway::Gateway;
 use switchboard_tests::repo_root;
-use wire::AttachmentId;
+use wire::{AttachmentId, Body, ErrorCode};
 
 /// URL validity used by the tests (the gateway's default too).
 const TTL_S: u64 = 900;
@@ -750,4 +751,38 @@ fn a_gateway_starts_on_the_s3_backend() {
         404
     );
     assert!(!gw.data_dir().join("dev-media.key").exists());
+
+    // Through the protocol: reserve, upload to the bucket, reference, download as a member.
+    let (alice, bob) = (5001, 5002);
+    let mut a1 = ChatClient::connect_fresh(&gw, alice, 1);
+    let mut b1 = ChatClient::connect_fresh(&gw, bob, 1);
+    let chat = direct(alice, bob);
+    let data = blob(200_000, 11);
+    let digest = sha256(&data);
+    let reply = a1.call(wire::Request::CreateAttachment(wire::CreateAttachment {
+        size: data.len() as u64,
+        sha256: digest,
+        mime: "image/png",
+    }));
+    let (attachment, upload_url) = reply.attachment_created();
+    assert!(
+        upload_url.starts_with(&format!("http://{}/{BUCKET}/", server.addr)),
+        "{upload_url}"
+    );
+    let request = a1.send_body(chat, 1, Body::Text("x"), &[attachment]);
+    assert_eq!(a1.wait_code(request), ErrorCode::AttachmentNotReady, "not in the bucket yet");
+    let r = s3_upload(&upload_url, &data, "image/png", &digest);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let request = a1.send_body(chat, 2, Body::Text("x"), &[attachment]);
+    let sent = a1.wait_result(request, WAIT).sent();
+    assert_eq!(b1.wait_message(WAIT).seq, sent.seq);
+    let url = b1
+        .call(wire::Request::GetAttachmentUrl(wire::GetAttachmentUrl {
+            chat,
+            attachment,
+        }))
+        .attachment_url();
+    let got = curl(&[&url]);
+    assert_eq!(got.status, 200);
+    assert!(got.body == data, "the download through the protocol differs");
 }
