@@ -64,6 +64,9 @@ pub struct Config {
     /// How often retention runs (expired messages, delivered messages, pruned devices,
     /// attachments no message references).
     pub sweep_interval_ms: u64,
+    /// The nice value (0 to 19) of the store's index threads (the applier, fjall's flush and
+    /// compaction workers): above 0 they yield the CPU to the executors and the log writer.
+    pub store_background_nice: i32,
     /// An attachment no retained message references is deleted (blob and record) once it is
     /// this old, in ms (default 24 h; longer than any upload URL lives).
     pub attachment_unreferenced_ms: u64,
@@ -130,6 +133,7 @@ impl Default for Config {
             offline_ttl_ms: 0,
             sweep_interval_ms: 60_000,
             attachment_unreferenced_ms: 24 * 60 * 60 * 1000,
+            store_background_nice: 0,
             media_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             media_backend: MediaBackend::Local,
             media_connections_max: 1024,
@@ -280,6 +284,9 @@ impl Config {
                 "send_queue_bytes_max",
                 "must hold at least one frame of limits.frame_bytes_max",
             ));
+        }
+        if !(0..=19).contains(&self.store_background_nice) {
+            return Err(invalid("store_background_nice", "must be within 0..=19"));
         }
         if self.handshake_bytes_max < 1024 {
             return Err(invalid("handshake_bytes_max", "must be at least 1024"));
@@ -455,6 +462,11 @@ mod tests {
                 "s3_endpoint",
             ),
             ("media_public_url = \"ftp://x\"", "media_public_url"),
+            ("store_background_nice = 20", "store_background_nice"),
+            (
+                "attachment_unreferenced_ms = 0",
+                "attachment_unreferenced_ms",
+            ),
         ] {
             std::fs::write(&file, text).expect("write");
             let err = load(Some(&file), &NoFlags::default())

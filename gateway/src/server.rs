@@ -185,6 +185,7 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
     let dir = config.data_dir.join("store");
     let options = store::embedded::EmbeddedOptions {
         retention: config.retention(),
+        background_nice: config.store_background_nice,
         ..store::embedded::EmbeddedOptions::default()
     };
     let store = store::embedded::EmbeddedStore::open(&dir, options)

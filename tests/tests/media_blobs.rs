@@ -770,7 +770,11 @@ fn a_gateway_starts_on_the_s3_backend() {
         "{upload_url}"
     );
     let request = a1.send_body(chat, 1, Body::Text("x"), &[attachment]);
-    assert_eq!(a1.wait_code(request), ErrorCode::AttachmentNotReady, "not in the bucket yet");
+    assert_eq!(
+        a1.wait_code(request),
+        ErrorCode::AttachmentNotReady,
+        "not in the bucket yet"
+    );
     let r = s3_upload(&upload_url, &data, "image/png", &digest);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let request = a1.send_body(chat, 2, Body::Text("x"), &[attachment]);
@@ -784,5 +788,8 @@ fn a_gateway_starts_on_the_s3_backend() {
         .attachment_url();
     let got = curl(&[&url]);
     assert_eq!(got.status, 200);
-    assert!(got.body == data, "the download through the protocol differs");
+    assert!(
+        got.body == data,
+        "the download through the protocol differs"
+    );
 }
