@@ -138,12 +138,7 @@ impl Store for MemoryStore {
     }
 
     fn referenced_in(&self, chat: ChatId, id: AttachmentId) -> StoreReply<bool> {
-        self.with(|s| {
-            let refs = s.refs.get(&id).into_iter().flatten();
-            Ok(refs
-                .filter(|(c, _)| *c == chat)
-                .any(|&(c, seq)| s.retained(c, seq)))
-        })
+        self.with(|s| Ok(s.referenced(id, Some(chat))))
     }
 
     fn unreferenced_attachments(
@@ -154,11 +149,7 @@ impl Store for MemoryStore {
         self.with(|s| {
             Ok(s.attachments
                 .values()
-                .filter(|a| a.created_ms <= created_before_ms)
-                .filter(|a| {
-                    let refs = s.refs.get(&a.id).into_iter().flatten();
-                    !refs.into_iter().any(|&(c, seq)| s.retained(c, seq))
-                })
+                .filter(|a| a.created_ms <= created_before_ms && !s.referenced(a.id, None))
                 .map(|a| a.id)
                 .take(limit)
                 .collect())
@@ -228,11 +219,15 @@ impl State {
         }
     }
 
-    /// Whether `seq` of `chat` is still kept.
-    fn retained(&self, chat: ChatId, seq: Seq) -> bool {
-        self.chats
-            .get(&chat)
-            .is_some_and(|c| seq >= c.floor && seq <= c.head)
+    /// Whether a retained message references attachment `id` (in `chat` only, when given).
+    fn referenced(&self, id: AttachmentId, chat: Option<ChatId>) -> bool {
+        let refs = self.refs.get(&id).into_iter().flatten();
+        refs.filter(|(c, _)| chat.is_none_or(|want| *c == want))
+            .any(|(c, seq)| {
+                self.chats
+                    .get(c)
+                    .is_some_and(|kept| *seq >= kept.floor && *seq <= kept.head)
+            })
     }
 
     fn known(&self, chat: ChatId) -> Result<&Chat, StoreError> {
@@ -309,7 +304,6 @@ impl State {
     }
 
     fn append(&mut self, id: ChatId, seq: Seq, entry: Entry) {
-        let id_of_chat = id;
         let Self {
             chats, user_chats, ..
         } = self;
@@ -335,8 +329,8 @@ impl State {
                     ts_ms: m.ts_ms,
                 };
                 self.sent.insert(m.idempotency_key(), record);
-                for id in &m.attachments {
-                    self.refs.entry(*id).or_default().insert((id_of_chat, seq));
+                for attachment in &m.attachments {
+                    self.refs.entry(*attachment).or_default().insert((id, seq));
                 }
             }
             Entry::Update(update) => chat.change_members(id, seq, update, user_chats),

@@ -85,6 +85,25 @@ pub(super) async fn create(
     }
 }
 
+/// Runs [`create`] in a task on this core and answers the connection that asked (which
+/// may be on another core).
+pub(super) fn spawn_create(core: &Core, origin: Origin, declared: Declared) {
+    let Some(hub) = core.hub.get().cloned() else {
+        return;
+    };
+    let Some(core) = hub.core() else {
+        return;
+    };
+    glommio::spawn_local(async move {
+        let answer = match core.blobs() {
+            Some(blobs) => create(hub.store(), &blobs, origin, declared).await,
+            None => unsupported(),
+        };
+        hub.answer_to(&core, origin, answer);
+    })
+    .detach();
+}
+
 /// Checks every attachment a send names: created by the sending device and uploaded. The
 /// first confirmation of an upload is recorded. `Err` is the answer that refuses the send.
 pub(super) async fn check_send(
@@ -93,8 +112,11 @@ pub(super) async fn check_send(
     origin: &Origin,
     attachments: &[AttachmentId],
 ) -> Result<(), Answer> {
-    for &id in attachments {
-        let Some(mut a) = store.attachment(id).await.map_err(unavailable(origin))? else {
+    // The records are read together; the first confirmations are recorded in one write.
+    let reads: Vec<_> = attachments.iter().map(|&id| store.attachment(id)).collect();
+    let mut confirmed = Vec::new();
+    for read in reads {
+        let Some(mut a) = read.await.map_err(unavailable(origin))? else {
             return Err(not_ready("no such attachment (or it expired)"));
         };
         if (a.user, a.device) != (origin.user, origin.device) {
@@ -103,7 +125,7 @@ pub(super) async fn check_send(
         if a.verified {
             continue;
         }
-        match blobs.confirm(id, a.size, &a.sha256).await {
+        match blobs.confirm(a.id, a.size, &a.sha256).await {
             Ok(true) => {}
             Ok(false) => return Err(not_ready("attachment not uploaded (or not verified)")),
             Err(error) => {
@@ -115,8 +137,11 @@ pub(super) async fn check_send(
             }
         }
         a.verified = true;
+        confirmed.push(Mutation::PutAttachment(a));
+    }
+    if !confirmed.is_empty() {
         let batch = WriteBatch {
-            mutations: vec![Mutation::PutAttachment(a)],
+            mutations: confirmed,
         };
         store.write(batch).await.map_err(unavailable(origin))?;
     }

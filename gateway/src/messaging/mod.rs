@@ -99,8 +99,6 @@ pub enum Item {
 pub enum Then {
     /// Go to its chat's owner.
     Submit(Op),
-    /// Get this answer (a request answered without an owner).
-    Answer(Answer),
     /// Reserve an attachment (`CreateAttachment`) and answer with its upload URL.
     CreateAttachment(media::Declared),
 }
@@ -366,19 +364,8 @@ impl Hub {
                 self.answer(core, origin, answer);
             }
             (Ok(()), Then::Submit(op)) => self.submit(origin, op),
-            (Ok(()), Then::Answer(answer)) => self.answer(core, origin, answer),
             (Ok(()), Then::CreateAttachment(declared)) => {
-                let (Some(core), Some(hub)) = (self.core(), core.hub.get().cloned()) else {
-                    return;
-                };
-                glommio::spawn_local(async move {
-                    let answer = match core.blobs() {
-                        Some(blobs) => media::create(hub.store(), &blobs, origin, declared).await,
-                        None => media::unsupported(),
-                    };
-                    hub.answer_to(&core, origin, answer);
-                })
-                .detach();
+                media::spawn_create(core, origin, declared);
             }
         }
         // An answer for another core waits in the outbox for the driver.
@@ -406,28 +393,25 @@ impl Hub {
         let reply = self.store.sent_many(keys.clone());
         let hub = self.clone();
         glommio::spawn_local(async move {
-            let answers = reply.await;
+            let answers = reply.await.and_then(|answers| {
+                if answers.len() == keys.len() {
+                    Ok(answers)
+                } else {
+                    let why = "sent_many: wrong answer count".into();
+                    Err(store::StoreError::Unavailable(why))
+                }
+            });
             let mut inbox = hub.inbox.borrow_mut();
             match answers {
-                Ok(answers) if answers.len() == keys.len() => {
-                    for (key, answer) in keys.into_iter().zip(answers) {
-                        inbox.push(Input::LookedUp(key, Ok(answer)));
-                    }
-                }
-                Ok(_) => {
-                    let error =
-                        store::StoreError::Unavailable("sent_many: wrong answer count".into());
-                    inbox.extend(
-                        keys.into_iter()
-                            .map(|k| Input::LookedUp(k, Err(error.clone()))),
-                    );
-                }
-                Err(error) => {
-                    inbox.extend(
-                        keys.into_iter()
-                            .map(|k| Input::LookedUp(k, Err(error.clone()))),
-                    );
-                }
+                Ok(answers) => inbox.extend(
+                    keys.into_iter()
+                        .zip(answers)
+                        .map(|(key, answer)| Input::LookedUp(key, Ok(answer))),
+                ),
+                Err(error) => inbox.extend(
+                    keys.into_iter()
+                        .map(|key| Input::LookedUp(key, Err(error.clone()))),
+                ),
             }
             drop(inbox);
             hub.tick.raise();

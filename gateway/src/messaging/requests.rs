@@ -40,9 +40,9 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
         request_id: frame.request_id,
         reply_to: conn.id.get(),
     };
-    let (kind, then) = match frame.request {
+    let (kind, op) = match frame.request {
         Request::SendMessage(send) => match send_op(core, conn, &send) {
-            Ok(op) if send.attachments.is_empty() => (Some(LimitKind::Send), Then::Submit(op)),
+            Ok(op) if send.attachments.is_empty() => (Some(LimitKind::Send), op),
             Ok(op) => {
                 if let (Some(core), Some(_)) = (hub.core(), hub.conn(conn)) {
                     media::send_with_attachments(hub, &core, origin, op);
@@ -58,7 +58,7 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
                 members: create.members.to_vec(),
                 history: create.history,
             };
-            (Some(LimitKind::Create), Then::Submit(op))
+            (Some(LimitKind::Create), op)
         }
         Request::ModifyParticipants(m) => {
             let op = Op::Modify {
@@ -67,7 +67,7 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
                 remove: m.remove.to_vec(),
                 promote: m.promote.to_vec(),
             };
-            (Some(LimitKind::Create), Then::Submit(op))
+            (Some(LimitKind::Create), op)
         }
         Request::Delivered(ack) => {
             let op = Op::Cursor {
@@ -75,7 +75,7 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
                 kind: ReceiptKind::Delivered,
                 up_to_seq: ack.up_to_seq,
             };
-            (None, Then::Submit(op))
+            (None, op)
         }
         Request::Read(ack) => {
             let op = Op::Cursor {
@@ -83,10 +83,10 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
                 kind: ReceiptKind::Read,
                 up_to_seq: ack.up_to_seq,
             };
-            (None, Then::Submit(op))
+            (None, op)
         }
         // Throttled by the chat's owner, per user per chat.
-        Request::Typing(t) => (None, Then::Submit(Op::Typing { chat: t.chat })),
+        Request::Typing(t) => (None, Op::Typing { chat: t.chat }),
         Request::FetchHistory(f) => return spawn_history(hub, conn, f, frame.request_id),
         Request::SetPresence(p) => {
             let change = super::presence::DeviceChange::Shown(p.online);
@@ -103,15 +103,14 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
                 sha256: a.sha256,
                 mime: a.mime.to_owned(),
             };
-            (Some(LimitKind::Upload), Then::CreateAttachment(declared))
+            let then = Then::CreateAttachment(declared);
+            return hub.submit_limited(core, origin, LimitKind::Upload, then);
         }
         Request::GetAttachmentUrl(g) => return spawn_attachment_url(hub, conn, origin, g),
     };
-    match (kind, then) {
-        (Some(kind), then) => hub.submit_limited(core, origin, kind, then),
-        (None, Then::Submit(op)) => hub.submit(origin, op),
-        (None, Then::Answer(answer)) => reply(core, conn, frame.request_id, &answer),
-        (None, Then::CreateAttachment(_)) => {}
+    match kind {
+        Some(kind) => hub.submit_limited(core, origin, kind, Then::Submit(op)),
+        None => hub.submit(origin, op),
     }
 }
 
