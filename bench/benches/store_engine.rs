@@ -7,7 +7,10 @@
 //! - Printed after criterion's runs: ack latency at a fixed offered 100,000 messages/s from the
 //!   same two producers, open-loop (one write per 1 ms tick with every message due, latency
 //!   from the tick's intended time, so stalls count). Goal: p99 at most 10 ms. Three rounds
-//!   each of `background_nice` 0 and 10, alternated, with the medians of p99. In the same run,
+//!   each of two index shapes, alternated, with the medians of p99: the store's defaults, and
+//!   fjall's own (64 MiB memtables and tables, a checkpoint every 16 MiB or 1 s), which write
+//!   the index in larger bursts. Each run also prints the log's syncs and the time spent in
+//!   syncs over 10 ms (what the index's writes cost the acknowledgements). In the same run,
 //!   the rejected alternative under the same load: fjall alone, one synced batch per write
 //!   (`../shared/FACTS.md`: p99 ~376 ms). And the index's apply lag: from the last ack until a
 //!   read (which waits for the applier) returns.
@@ -42,6 +45,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_lite::future::block_on;
 use hdrhistogram::Histogram;
 use store::embedded::{EmbeddedOptions, EmbeddedStore};
+use store::log::{STALL, SyncSnapshot};
 use store::model::{BodyKind, Entry, Message, Mutation, Seq, WriteBatch};
 use store::{Store, StoreReply};
 use wire::ids::{ChatId, DeviceId, MessageId, UserId};
@@ -418,21 +422,49 @@ fn percentiles(h: &Histogram<u64>) -> String {
     )
 }
 
-/// Rounds of the fixed-rate load per setting of `background_nice`, alternated so that both
-/// settings see the same noise; medians are reported.
-const NICE_ROUNDS: usize = 3;
-/// The settings compared: the index's background threads at normal priority, and lowered.
-const NICE_SETTINGS: [i32; 2] = [0, 10];
+/// Rounds of the fixed-rate load per index shape, alternated so that both shapes see the
+/// same noise; medians are reported.
+const SHAPE_ROUNDS: usize = 3;
 
-/// One fixed-rate run on a fresh store with `background_nice` = `nice`: the ack latency
-/// histogram, and the time from the last ack until a read answers (index lag).
-fn embedded_run(secs: u64, nice: i32) -> (Paced, Duration) {
+/// How the index writes to the disk it shares with the log.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// `EmbeddedOptions::default()`.
+    Store,
+    /// fjall's defaults: 64 MiB memtables and tables; checkpoints every 16 MiB or 1 s.
+    Fjall,
+}
+
+impl Shape {
+    const ALL: [Self; 2] = [Self::Store, Self::Fjall];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Store => "store defaults",
+            Self::Fjall => "fjall defaults",
+        }
+    }
+
+    fn options(self) -> EmbeddedOptions {
+        let defaults = EmbeddedOptions::default();
+        match self {
+            Self::Store => defaults,
+            Self::Fjall => EmbeddedOptions {
+                memtable_bytes: 64 << 20,
+                table_bytes: 64 << 20,
+                checkpoint_bytes: 16 << 20,
+                checkpoint_interval: Duration::from_secs(1),
+                ..defaults
+            },
+        }
+    }
+}
+
+/// One fixed-rate run on a fresh store of `shape`: the ack latency histogram, the time from
+/// the last ack until a read answers (index lag), and the log's syncs during the run.
+fn embedded_run(secs: u64, shape: Shape) -> (Paced, Duration, SyncSnapshot) {
     let dir = temp_dir();
-    let options = EmbeddedOptions {
-        background_nice: nice,
-        ..EmbeddedOptions::default()
-    };
-    let store = open_store(dir.path(), options);
+    let store = open_store(dir.path(), shape.options());
     let run = fixed_rate(&store, FIXED_RATE_PER_S, secs);
     // A read waits until the applier has applied everything acknowledged before it.
     let chat = Producer::new(0).chats[0];
@@ -440,7 +472,26 @@ fn embedded_run(secs: u64, nice: i32) -> (Paced, Duration) {
         .expect("read")
         .expect("chat exists");
     let lag = run.last_ack.elapsed();
-    (run, lag)
+    let syncs = store
+        .log_sync_stats()
+        .expect("the store is open")
+        .snapshot();
+    (run, lag, syncs)
+}
+
+/// The log's syncs over a run of `secs`: the disk time every acknowledgement waits for.
+fn sync_summary(s: &SyncSnapshot, secs: u64) -> String {
+    let share = s.stalled.as_secs_f64() / Duration::from_secs(secs.max(1)).as_secs_f64() * 100.0;
+    format!(
+        "log syncs {}: p50 <= {:.2?}, p99 <= {:.2?}, max {:.2?}; time in syncs over {:?}: \
+         {:.2?} ({share:.1}% of the run)",
+        s.syncs,
+        s.quantile_at_most(0.5),
+        s.quantile_at_most(0.99),
+        s.max,
+        STALL,
+        s.stalled
+    )
 }
 
 fn median(mut values: Vec<u64>) -> u64 {
@@ -450,37 +501,36 @@ fn median(mut values: Vec<u64>) -> u64 {
 
 fn latency_at_fixed_rate(secs: u64) {
     let per_tick = FIXED_RATE_PER_S / PRODUCERS / 1000;
-    let rounds = if secs <= 1 { 1 } else { NICE_ROUNDS };
-    let mut p99s: Vec<Vec<u64>> = vec![Vec::new(); NICE_SETTINGS.len()];
+    let rounds = if secs <= 1 { 1 } else { SHAPE_ROUNDS };
+    let mut p99s: Vec<Vec<u64>> = vec![Vec::new(); Shape::ALL.len()];
     for round in 0..rounds {
-        for (i, &nice) in NICE_SETTINGS.iter().enumerate() {
-            let (run, lag) = embedded_run(secs, nice);
+        for (i, &shape) in Shape::ALL.iter().enumerate() {
+            let (run, lag, syncs) = embedded_run(secs, shape);
             println!(
-                "store_engine/ack_latency_100b_2_producers embedded background_nice {nice} \
-                 (round {}): offered {FIXED_RATE_PER_S} messages/s for {secs} s ({per_tick} per \
+                "store_engine/ack_latency_100b_2_producers embedded, {} (round {}): offered {FIXED_RATE_PER_S} messages/s for {secs} s ({per_tick} per \
                  ms per producer): {} ({} messages in {} writes); index lag after the last \
-                 ack {lag:.2?}",
+                 ack {lag:.2?}; {}",
+                shape.name(),
                 round + 1,
                 percentiles(&run.latency_us),
                 run.latency_us.len(),
-                run.writes
+                run.writes,
+                sync_summary(&syncs, secs)
             );
             p99s[i].push(run.latency_us.value_at_quantile(0.99));
         }
     }
     let medians: Vec<u64> = p99s.into_iter().map(median).collect();
     println!(
-        "store_engine/ack_latency p99 median over {rounds} round(s): background_nice 0 {:.2?}, \
-         background_nice 10 {:.2?} (ratio {:.2}x)",
+        "store_engine/ack_latency p99 median over {rounds} round(s): {} {:.2?}, {} {:.2?} \
+         (ratio {:.2}x)",
+        Shape::Store.name(),
         Duration::from_micros(medians[0]),
+        Shape::Fjall.name(),
         Duration::from_micros(medians[1]),
-        ratio(medians[0], medians[1])
+        ratio(medians[1], medians[0])
     );
-    let default_nice = EmbeddedOptions::default().background_nice;
-    let default_p99 = NICE_SETTINGS
-        .iter()
-        .position(|&n| n == default_nice)
-        .map_or(medians[0], |i| medians[i]);
+    let default_p99 = medians[0];
     let dir = temp_dir();
     let db = fjall::Database::builder(dir.path()).open().expect("fjall");
     let ks = db

@@ -18,7 +18,7 @@ use futures_lite::future::block_on;
 use hdrhistogram::Histogram;
 use std::ops::Range;
 
-use store::log::{Completion, Log, LogHandle, LogOptions, Lsn};
+use store::log::{Completion, Log, LogHandle, LogOptions, Lsn, STALL};
 
 /// An append in flight.
 type InFlight = Completion<Range<Lsn>>;
@@ -102,15 +102,22 @@ fn ack_latency_at_fixed_rate(rate: u64, secs: u64) {
         all.add(h).expect("same bounds");
     }
     let at = |q: f64| Duration::from_micros(all.value_at_quantile(q));
+    let syncs = log.sync_stats().snapshot();
     println!(
         "store_log/ack_latency_100b_2_producers offered {rate} records/s for {secs} s in \
          batches of {per_tick} per ms per producer: p50 {:.2?}, p99 {:.2?}, \
-         p99.9 {:.2?}, max {:.2?} ({} batches)",
+         p99.9 {:.2?}, max {:.2?} ({} batches); log syncs {}: p99 <= {:.2?}, max {:.2?}, \
+         time in syncs over {:?}: {:.2?}",
         at(0.5),
         at(0.99),
         at(0.999),
         Duration::from_micros(all.max()),
-        all.len()
+        all.len(),
+        syncs.syncs,
+        syncs.quantile_at_most(0.99),
+        syncs.max,
+        STALL,
+        syncs.stalled
     );
 }
 

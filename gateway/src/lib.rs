@@ -25,3 +25,4 @@ pub mod ops;
 pub mod outbound;
 pub mod server;
 pub mod signal;
+pub mod store_metrics;

@@ -178,6 +178,14 @@ impl Metrics {
         }
     }
 
+    /// Reads the store log's sync counters at every scrape (see [`crate::store_metrics`]).
+    pub fn watch_store_log(&mut self, stats: std::sync::Arc<store::log::SyncStats>) {
+        self.registry
+            .register_collector(Box::new(crate::store_metrics::StoreLogCollector::new(
+                stats,
+            )));
+    }
+
     /// The handles of core `core`, every label pre-created so the hot path never locks.
     pub fn core(&self, core: usize) -> CoreMetrics {
         let base = || vec![("core", core.to_string())];

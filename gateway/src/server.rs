@@ -54,7 +54,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let _lock = lock_data_dir(config)?;
     let auth = Authenticator::from_config(config)?;
     let cores = config.executor_count();
-    let store = open_store(config)?;
+    let (store, log_syncs) = open_store(config)?;
+    let mut metrics = Metrics::new();
+    if let Some(stats) = log_syncs {
+        metrics.watch_store_log(stats);
+    }
     let sockets = crate::listener::bind_reuseport(config.listen, cores, config.accept_backlog)?;
     let ws_addr = local_addr(&sockets[0])?;
     let ops = std::net::TcpListener::bind(config.ops_listen).with_context(|| {
@@ -80,7 +84,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         config,
         store,
         auth,
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(metrics),
         process,
         sockets: Mutex::new(sockets.into_iter().map(Some).collect()),
         ops: Mutex::new(Some(ops)),
@@ -180,8 +184,12 @@ async fn run_core(startup: Arc<Startup>, mesh: crate::messaging::Mesh) {
     core.drain().await;
 }
 
-/// Opens the embedded store in `<data_dir>/store`, replaying its log.
-fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
+/// The store log's sync counters, when the store has a log.
+type StoreLogStats = Option<Arc<store::log::SyncStats>>;
+
+/// Opens the embedded store in `<data_dir>/store`, replaying its log; returns it with its
+/// log's sync counters (for the metrics).
+fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn store::Store>, StoreLogStats)> {
     let dir = config.data_dir.join("store");
     let options = store::embedded::EmbeddedOptions {
         retention: config.retention(),
@@ -197,7 +205,8 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
         chats = report.chats,
         "store open"
     );
-    Ok(Arc::new(store))
+    let log_syncs = store.log_sync_stats();
+    Ok((Arc::new(store), log_syncs))
 }
 
 /// Runs retention every `interval_ms` (on core 0; the store does the work on its own thread),

@@ -261,3 +261,22 @@ fn checkpoints_let_old_segments_go_and_reopen_replays_only_the_tail() {
     );
     assert_eq!(head(&store), 2_000);
 }
+
+#[test]
+fn memtables_and_tables_under_1_mib_are_refused_before_anything_is_created() {
+    for (memtable_bytes, table_bytes) in [(512 << 10, 8 << 20), (8 << 20, 0)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = EmbeddedOptions {
+            memtable_bytes,
+            table_bytes,
+            ..EmbeddedOptions::default()
+        };
+        let refused = EmbeddedStore::open(dir.path(), options).err();
+        assert!(
+            matches!(refused, Some(OpenError::Options(_))),
+            "{memtable_bytes}/{table_bytes}: {refused:?}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

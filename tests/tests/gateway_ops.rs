@@ -4,11 +4,12 @@
 //! over cores, accepts, frames and bytes both ways, closes by code). `switchboard config` prints
 //! the effective configuration as TOML that reads back the same, with precedence
 //! flags > env > file > defaults; an invalid value exits non-zero naming its key; `serve` honours
-//! the file and the environment too.
+//! the file and the environment too. The store log's sync counters move with durable sends.
 
 use std::path::Path;
 use std::process::Output;
 
+use switchboard_tests::chat::{ChatClient, direct};
 use switchboard_tests::gateway::{self, COMMAND_TIMEOUT, Gateway, IO_TIMEOUT};
 use switchboard_tests::prom::Metrics;
 use switchboard_tests::ws::op;
@@ -77,6 +78,47 @@ fn metrics_parse_and_include_every_required_metric() {
         m.show("switchboard_connections_open")
     );
     assert!(m.sum("switchboard_accepts_total") >= 1.0);
+}
+
+/// The store log's counters (`switchboard_store_log_*`): names, types, and at least one more
+/// sync (taking some time) for each durable send.
+#[test]
+fn store_log_sync_counters_move_with_durable_sends() {
+    const SYNCS: &str = "switchboard_store_log_syncs_total";
+    const SECONDS: &str = "switchboard_store_log_sync_seconds_total";
+    const STALLED: &str = "switchboard_store_log_sync_stalled_seconds_total";
+    const MAX: &str = "switchboard_store_log_sync_max_seconds";
+    let gw = Gateway::start();
+    let before = gw.metrics();
+    for name in [SYNCS, SECONDS, STALLED] {
+        assert!(before.has(name), "/metrics has no {name}");
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert_eq!(
+            before.types.get(family).map(String::as_str),
+            Some("counter")
+        );
+    }
+    assert_eq!(before.types.get(MAX).map(String::as_str), Some("gauge"));
+    let mut alice = ChatClient::connect_fresh(&gw, 4101, 1);
+    let chat = direct(4101, 4102);
+    // Each send waits for its `Sent`, so each needs its own sync.
+    for id in 1..=3 {
+        alice.send_ok(chat, id, "durable");
+    }
+    let after = gw.metrics();
+    assert!(
+        after.sum(SYNCS) >= before.sum(SYNCS) + 3.0,
+        "{}\n{}",
+        before.show(SYNCS),
+        after.show(SYNCS)
+    );
+    assert!(
+        after.sum(SECONDS) > before.sum(SECONDS),
+        "{}",
+        after.show(SECONDS)
+    );
+    assert!(after.sum(STALLED) >= before.sum(STALLED));
+    assert!(after.sum(MAX) > 0.0, "{}", after.show(MAX));
 }
 
 #[test]

@@ -57,6 +57,8 @@ fn format_line(version: u32) -> String {
     format!("switchboard store format {version}")
 }
 
+const MIB: u64 = 1 << 20;
+
 /// How the embedded store runs.
 #[derive(Debug)]
 pub struct EmbeddedOptions {
@@ -72,12 +74,21 @@ pub struct EmbeddedOptions {
     /// every acknowledgement) waits for it. Large enough to ride out the index's memtable
     /// stalls (100–300 ms, ~5 MiB at 100k messages/s) without stalling acks; it bounds the
     /// applier's memory and how far the index may lag: a crash replays at most this plus
-    /// `checkpoint_bytes` of log (48 MiB by default, ~4 s at the measured replay rate).
+    /// `checkpoint_bytes` of log (34 MiB by default, ~1.3 s at the measured replay rate).
     pub apply_backlog_bytes_max: u64,
-    /// Checkpoint after this many record bytes applied.
+    /// Checkpoint after this many record bytes applied. A checkpoint syncs fjall's journal,
+    /// which shares the disk with the log: small, frequent checkpoints keep each of those
+    /// syncs short, so the log's syncs (acknowledgements) seldom wait behind a large one.
     pub checkpoint_bytes: u64,
     /// Or after this long with anything applied.
     pub checkpoint_interval: Duration,
+    /// The index's memtable size: one is written out (and synced) as a table when full. Like
+    /// `checkpoint_bytes`, smaller means shorter bursts of index writes for the log's syncs to
+    /// wait behind. Applies when the index is created; an existing index keeps its own.
+    pub memtable_bytes: u64,
+    /// The size of the tables compactions write (each is synced when written); applies when
+    /// the index is created, as `memtable_bytes`.
+    pub table_bytes: u64,
     /// The index's block cache, in bytes.
     pub cache_bytes: u64,
     /// At close, checkpoint so the log keeps nothing the index holds (the default). Off, the
@@ -98,8 +109,16 @@ impl Default for EmbeddedOptions {
             readers: 2,
             read_queue_max: 65_536,
             apply_backlog_bytes_max: 32 << 20,
-            checkpoint_bytes: 16 << 20,
-            checkpoint_interval: Duration::from_secs(1),
+            // Measured at 100k msg/s (`store_engine` bench, issue 5), alternated in one run:
+            // with 16 MiB tables and 2 MiB / 200 ms checkpoints the log spent 1.6–2.9% of the
+            // time in syncs over 10 ms, against 3.6–4.9% with fjall's 64 MiB tables and 16 MiB
+            // / 1 s; ack p99 median 20 ms against 28 ms, p50 unchanged (0.6 ms). 8 MiB
+            // memtables cut stalls further but tripled p50 and cost ~19% of the gateway's
+            // throughput in compactions.
+            checkpoint_bytes: 2 << 20,
+            checkpoint_interval: Duration::from_millis(200),
+            memtable_bytes: 64 << 20,
+            table_bytes: 16 << 20,
             cache_bytes: 64 << 20,
             checkpoint_on_close: true,
             background_nice: 0,
@@ -180,6 +199,27 @@ struct Inner {
     report: OpenReport,
 }
 
+impl EmbeddedOptions {
+    /// Refuses inconsistent options before anything is created on disk.
+    fn validate(&self) -> Result<(), OpenError> {
+        self.retention.validate().map_err(OpenError::Options)?;
+        if self.readers == 0 || self.read_queue_max == 0 || self.apply_backlog_bytes_max == 0 {
+            return Err(OpenError::Options(
+                "readers, read_queue_max and apply_backlog_bytes_max must be nonzero",
+            ));
+        }
+        if self.memtable_bytes < MIB || self.table_bytes < MIB {
+            return Err(OpenError::Options(
+                "memtable_bytes and table_bytes must be at least 1 MiB",
+            ));
+        }
+        if !(0..=19).contains(&self.background_nice) {
+            return Err(OpenError::Options("background_nice must be within 0..=19"));
+        }
+        Ok(())
+    }
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     ///
@@ -187,21 +227,20 @@ impl EmbeddedStore {
     /// [`OpenError`]: an incompatible or foreign directory, a damaged log, an index that does
     /// not match the log, or I/O.
     pub fn open(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, OpenError> {
-        options.retention.validate().map_err(OpenError::Options)?;
-        if options.readers == 0
-            || options.read_queue_max == 0
-            || options.apply_backlog_bytes_max == 0
-        {
-            return Err(OpenError::Options(
-                "readers, read_queue_max and apply_backlog_bytes_max must be nonzero",
-            ));
-        }
+        options.validate()?;
         let dir = dir.as_ref();
         check_format(dir)?;
         let nice = options.background_nice;
         let db = open_index(dir, &options)?;
+        let (memtable_bytes, table_bytes) = (options.memtable_bytes, options.table_bytes);
         let ks = db
-            .keyspace("store", KeyspaceCreateOptions::default)
+            .keyspace("store", move || {
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable_bytes)
+                    .compaction_strategy(Arc::new(
+                        fjall::compaction::Leveled::default().with_table_target_size(table_bytes),
+                    ))
+            })
             .map_err(|e| OpenError::Index(e.to_string()))?;
         let apply_from = match ks.get(layout::APPLY_FROM).map_err(IndexError::from)? {
             Some(bytes) => layout::read_vars::<1>(&bytes).map_err(IndexError::from)?[0],
@@ -283,14 +322,17 @@ impl EmbeddedStore {
     pub fn open_report(&self) -> OpenReport {
         self.inner.report
     }
+
+    /// How long the log's syncs (the acknowledgement path's disk time) have taken since open;
+    /// `None` once the store is closed.
+    pub fn log_sync_stats(&self) -> Option<Arc<crate::log::SyncStats>> {
+        self.inner.log.as_ref().map(Log::sync_stats)
+    }
 }
 
 /// Opens the index (fjall) from a thread at `background_nice`, so fjall's workers inherit it.
 fn open_index(dir: &Path, options: &EmbeddedOptions) -> Result<Database, OpenError> {
     let (nice, cache_bytes) = (options.background_nice, options.cache_bytes);
-    if !(0..=19).contains(&nice) {
-        return Err(OpenError::Options("background_nice must be within 0..=19"));
-    }
     let open = || {
         set_nice(nice);
         Database::builder(dir.join("index"))

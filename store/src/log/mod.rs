@@ -7,7 +7,8 @@
 //! files), `recover` (opening: verify, cut a torn tail, [`Recovery::replay`]), `handle`
 //! ([`LogHandle`]: non-blocking appends from any thread), `writer` (the one writer thread:
 //! batching, one sync per batch, rollover, checkpoints), `gate` ([`Gate`]: the owner's hooks
-//! on the writer thread), `options` ([`LogOptions`]).
+//! on the writer thread), `options` ([`LogOptions`]), `stats` ([`SyncStats`]: how long the
+//! writer's syncs take).
 //!
 //! Invariants:
 //! - LSNs are gap-free across segments: a record's LSN is its segment's first LSN plus its
@@ -37,9 +38,11 @@ mod gate;
 mod handle;
 mod options;
 mod recover;
+mod stats;
 mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 pub use error::LogError;
@@ -47,6 +50,7 @@ pub use gate::{Gate, OpenGate, Refusal};
 pub use handle::{Completion, LogHandle};
 pub use options::{DataSync, LogOptions, SyncPolicy};
 pub use recover::Recovery;
+pub use stats::{STALL, SyncSnapshot, SyncStats};
 
 /// A log sequence number: the index of a record in the log, from 0, gap-free.
 pub type Lsn = u64;
@@ -57,6 +61,7 @@ pub struct Log {
     handle: LogHandle,
     recovery: Recovery,
     writer: Option<JoinHandle<()>>,
+    stats: Arc<SyncStats>,
 }
 
 impl Log {
@@ -87,6 +92,7 @@ impl Log {
         let gate = Box::new(make_gate(&recovery)?);
         let (tx, rx) = crossbeam_channel::bounded(options.queue_requests_max);
         let handle = LogHandle::new(tx, &options);
+        let stats = Arc::new(SyncStats::default());
         let writer = writer::Writer::new(
             dir.to_owned(),
             options,
@@ -94,6 +100,7 @@ impl Log {
             recovery.next_lsn(),
             tail,
             gate,
+            stats.clone(),
         );
         let writer = std::thread::Builder::new()
             .name("log-writer".to_owned())
@@ -103,6 +110,7 @@ impl Log {
             handle,
             recovery,
             writer: Some(writer),
+            stats,
         })
     }
 
@@ -114,6 +122,12 @@ impl Log {
     /// What opening the log found.
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
+    }
+
+    /// How long the writer's syncs have taken since open: counters that stay readable (and
+    /// keep their last values) after the log is closed.
+    pub fn sync_stats(&self) -> Arc<SyncStats> {
+        self.stats.clone()
     }
 
     /// Replays the records present at open from `from_lsn`; see [`Recovery::replay`].

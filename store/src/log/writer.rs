@@ -16,6 +16,7 @@ use std::io::{self, Write};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
@@ -24,6 +25,7 @@ use super::format::encode_record;
 use super::gate::{Gate, Refusal};
 use super::handle::{Done, Payloads, Request};
 use super::recover::Tail;
+use super::stats::SyncStats;
 use super::{LogError, LogOptions, Lsn, SyncPolicy};
 
 /// The writer thread's state.
@@ -42,6 +44,7 @@ pub(crate) struct Writer {
     failed: Option<Arc<io::Error>>,
     buf: Vec<u8>,
     gate: Box<dyn Gate>,
+    stats: Arc<SyncStats>,
 }
 
 /// An append request taken off the queue, with the LSNs it was given.
@@ -61,6 +64,7 @@ impl Writer {
         next_lsn: Lsn,
         tail: Tail,
         gate: Box<dyn Gate>,
+        stats: Arc<SyncStats>,
     ) -> Self {
         debug_assert_eq!(
             segments.last(),
@@ -80,6 +84,7 @@ impl Writer {
             failed: None,
             buf: Vec::with_capacity(options.batch_bytes_max),
             gate,
+            stats,
         }
     }
 
@@ -234,7 +239,10 @@ impl Writer {
             self.file_bytes += self.buf.len() as u64;
             self.buf.clear();
         }
-        self.sync.sync(&self.file)
+        let started = Instant::now();
+        let synced = self.sync.sync(&self.file);
+        self.stats.record(started.elapsed());
+        synced
     }
 
     /// Starts a new segment whose first record is `first_lsn`.

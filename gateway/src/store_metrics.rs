@@ -1,0 +1,69 @@
+//! The store's metrics, read at scrape time: how long the log's syncs take.
+//!
+//! Owns the `switchboard_store_log_*` names. Every acknowledgement waits for a log sync, so
+//! these are the disk's share of send latency: `sync_stalled_seconds_total` grows by the time
+//! spent in syncs longer than `store::log::STALL` (10 ms); its rate is the fraction of time
+//! during which sends could not be acknowledged within 10 ms.
+//!
+//! Invariant: scraping only loads the store's atomics (no lock, nothing on the writer thread).
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use store::log::SyncStats;
+
+/// Exposes a log's [`SyncStats`] as Prometheus metrics.
+#[derive(Debug)]
+pub struct StoreLogCollector {
+    stats: Arc<SyncStats>,
+}
+
+impl StoreLogCollector {
+    /// Reads `stats` at every scrape.
+    pub fn new(stats: Arc<SyncStats>) -> Self {
+        Self { stats }
+    }
+}
+
+impl Collector for StoreLogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.stats.snapshot();
+        let syncs = ConstCounter::new(s.syncs);
+        syncs.encode(encoder.encode_descriptor(
+            "switchboard_store_log_syncs",
+            "Syncs of the store's log (each acknowledges a batch of writes)",
+            None,
+            syncs.metric_type(),
+        )?)?;
+        let seconds = [
+            (
+                "switchboard_store_log_sync_seconds",
+                "Time spent in syncs of the store's log",
+                ConstCounter::new(s.total.as_secs_f64()),
+            ),
+            (
+                "switchboard_store_log_sync_stalled_seconds",
+                "Time spent in syncs of the store's log that took longer than 10 ms",
+                ConstCounter::new(s.stalled.as_secs_f64()),
+            ),
+        ];
+        for (name, help, counter) in seconds {
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let max = ConstGauge::new(s.max.as_secs_f64());
+        max.encode(encoder.encode_descriptor(
+            "switchboard_store_log_sync_max_seconds",
+            "The longest sync of the store's log since start",
+            None,
+            max.metric_type(),
+        )?)
+    }
+}
