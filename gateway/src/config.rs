@@ -67,6 +67,11 @@ pub struct Config {
     /// The nice value (0 to 19) of the store's index threads (the applier, fjall's flush and
     /// compaction workers): above 0 they yield the CPU to the executors and the log writer.
     pub store_background_nice: i32,
+    /// Where the store's index lives. Unset: `<data_dir>/store/index`. On a host with a
+    /// second disk, put it there: the index writes about 3× the log's bytes, and on a shared
+    /// disk those writes delay the log's syncs, which every `Sent` waits for. Always start the
+    /// gateway with the same value: an index that does not match the log is refused.
+    pub store_index_dir: Option<PathBuf>,
     /// An attachment no retained message references is deleted (blob and record) once it is
     /// this old, in ms (default 24 h; longer than any upload URL lives).
     pub attachment_unreferenced_ms: u64,
@@ -134,6 +139,7 @@ impl Default for Config {
             sweep_interval_ms: 60_000,
             attachment_unreferenced_ms: 24 * 60 * 60 * 1000,
             store_background_nice: 0,
+            store_index_dir: None,
             media_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             media_backend: MediaBackend::Local,
             media_connections_max: 1024,
@@ -220,6 +226,7 @@ fn known_keys() -> Vec<String> {
             "jwt_secret_file",
             "jwt_public_key_file",
             "media_dir",
+            "store_index_dir",
             "media_public_url",
             "media_key_file",
             "s3_endpoint",

@@ -280,3 +280,40 @@ fn memtables_and_tables_under_1_mib_are_refused_before_anything_is_created() {
         assert!(left.is_empty(), "{left:?}");
     }
 }
+
+/// `index_dir` puts the index elsewhere (another disk); the store reopens from there, and an
+/// index that does not match the log (an empty one after checkpoints dropped old segments)
+/// is refused rather than silently missing messages.
+#[test]
+fn the_index_may_live_elsewhere_and_a_foreign_index_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let other_disk = tempfile::tempdir().expect("temp dir");
+    let options = |index: &Path| EmbeddedOptions {
+        checkpoint_bytes: 8 * 1024,
+        log: LogOptions {
+            segment_bytes_max: 16 * 1024,
+            ..LogOptions::default()
+        },
+        index_dir: Some(index.to_owned()),
+        ..EmbeddedOptions::default()
+    };
+    let index = other_disk.path().join("index");
+    {
+        let store = EmbeddedStore::open(dir.path(), options(&index)).expect("open");
+        for seq in 1..=500 {
+            block_on(store.write(message(seq))).expect("acked");
+        }
+    }
+    assert!(!dir.path().join("index").exists(), "nothing in <dir>/index");
+    assert!(index.is_dir());
+    let store = EmbeddedStore::open(dir.path(), options(&index)).expect("reopen");
+    assert_eq!(head(&store), 500);
+    drop(store);
+
+    let empty = other_disk.path().join("empty");
+    let refused = EmbeddedStore::open(dir.path(), options(&empty)).err();
+    match refused {
+        Some(OpenError::Index(why)) => assert!(why.contains("do not belong together"), "{why}"),
+        other => panic!("an empty index after checkpoints must be refused: {other:?}"),
+    }
+}

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use switchboard_tests::chat::{ChatClient, direct};
+use switchboard_tests::chat::{ChatClient, Event, WAIT, direct};
 use switchboard_tests::gateway::{self, COMMAND_TIMEOUT, Gateway, IO_TIMEOUT};
 use switchboard_tests::prom::Metrics;
 use switchboard_tests::ws::op;
@@ -119,6 +119,43 @@ fn store_log_sync_counters_move_with_durable_sends() {
     );
     assert!(after.sum(STALLED) >= before.sum(STALLED));
     assert!(after.sum(MAX) > 0.0, "{}", after.show(MAX));
+}
+
+/// `store_index_dir` puts the store's index outside the data dir; a restart with the same
+/// value serves what was stored.
+#[test]
+fn the_store_index_lives_in_store_index_dir_when_set() {
+    let data = tempfile::tempdir().expect("data dir");
+    let second_disk = tempfile::tempdir().expect("index dir");
+    let index = second_disk.path().join("index");
+    let start = || {
+        Gateway::builder()
+            .data_dir(data.path())
+            .env("SWITCHBOARD_STORE_INDEX_DIR", index.as_os_str())
+            .start()
+    };
+    let gw = start();
+    // Bob's device exists before the message, so it is owed the message at its next sync.
+    ChatClient::connect_fresh(&gw, 4202, 1).close();
+    let mut alice = ChatClient::connect_fresh(&gw, 4201, 1);
+    let chat = direct(4201, 4202);
+    let sent = alice.send_ok(chat, 1, "kept");
+    drop(alice);
+    drop(gw);
+    assert!(index.is_dir(), "no index in {}", index.display());
+    let inside = data.path().join("store").join("index");
+    assert!(!inside.exists(), "an index in {} too", inside.display());
+    let gw = start();
+    let mut bob = ChatClient::connect(&gw, 4202, 1);
+    let (events, _) = bob.expect_sync_done(WAIT);
+    let got: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::NewMessage(m) => Some((m.chat, m.seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, [(chat, sent.seq)]);
 }
 
 #[test]
