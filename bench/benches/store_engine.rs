@@ -27,6 +27,9 @@
 //! With `-- --test` (or under `cargo test`) everything runs once and small: 1 s of fixed-rate
 //! load, 20,000 messages for recovery. `SWITCHBOARD_BENCH_LATENCY_SECS` (default 10) and
 //! `SWITCHBOARD_BENCH_RECOVERY_MESSAGES` (default 10,000,000) override the sizes; `0` skips.
+//! `SWITCHBOARD_BENCH_INDEX_DIR` puts the fixed-rate runs' indexes (`index_dir`) under that
+//! directory, as on a host whose index has a disk of its own (on a one-disk machine, a tmpfs
+//! such as `/dev/shm` stands in for that disk: not durable, only to compare).
 // criterion's macros generate undocumented public functions.
 #![allow(missing_docs)]
 // The counting allocator is the one `unsafe` here: a `GlobalAlloc` impl is unsafe by
@@ -464,7 +467,14 @@ impl Shape {
 /// the last ack until a read answers (index lag), and the log's syncs during the run.
 fn embedded_run(secs: u64, shape: Shape) -> (Paced, Duration, SyncSnapshot) {
     let dir = temp_dir();
-    let store = open_store(dir.path(), shape.options());
+    let index_parent = std::env::var_os("SWITCHBOARD_BENCH_INDEX_DIR").map(|parent| {
+        tempfile::tempdir_in(parent).expect("a temp dir under SWITCHBOARD_BENCH_INDEX_DIR")
+    });
+    let options = EmbeddedOptions {
+        index_dir: index_parent.as_ref().map(|p| p.path().join("index")),
+        ..shape.options()
+    };
+    let store = open_store(dir.path(), options);
     let run = fixed_rate(&store, FIXED_RATE_PER_S, secs);
     // A read waits until the applier has applied everything acknowledged before it.
     let chat = Producer::new(0).chats[0];
