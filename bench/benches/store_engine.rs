@@ -533,7 +533,7 @@ fn latency_at_fixed_rate(secs: u64) {
     let medians: Vec<u64> = p99s.into_iter().map(median).collect();
     println!(
         "store_engine/ack_latency p99 median over {rounds} round(s): {} {:.2?}, {} {:.2?} \
-         (ratio {:.2}x)",
+         (fjall / store {:.2}x)",
         Shape::Store.name(),
         Duration::from_micros(medians[0]),
         Shape::Fjall.name(),

@@ -53,6 +53,12 @@ fn live(target: &str, secret: &Path, report: &Path, extra: &[&str]) -> Output {
     gateway::output_within(&mut cmd, RUN_TIMEOUT)
 }
 
+/// `loadgen live` with the smoke preset against `gw`, with its development JWT secret.
+fn live_against(gw: &Gateway, report: &Path, extra: &[&str]) -> Output {
+    let target = format!("ws://{}/ws", gw.ws);
+    live(&target, &gw.data_dir().join("dev-jwt.key"), report, extra)
+}
+
 fn text(out: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",
@@ -110,9 +116,7 @@ fn smoke_passes_its_slo_and_ledger_and_writes_every_report_file() {
     let gw = Gateway::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let report = dir.path().join("report");
-    let target = format!("ws://{}/ws", gw.ws);
-    let key = gw.data_dir().join("dev-jwt.key");
-    let out = live(&target, &key, &report, &[]);
+    let out = live_against(&gw, &report, &[]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -177,8 +181,6 @@ fn an_objective_the_run_cannot_meet_fails_it() {
     let gw = Gateway::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let report = dir.path().join("report");
-    let target = format!("ws://{}/ws", gw.ws);
-    let key = gw.data_dir().join("dev-jwt.key");
     let short = [
         "--set",
         "users=20",
@@ -195,7 +197,7 @@ fn an_objective_the_run_cannot_meet_fails_it() {
         "--slo",
         "p50<=1us,loss=0",
     ];
-    let out = live(&target, &key, &report, &short);
+    let out = live_against(&gw, &report, &short);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let r = json(&report.join("report.json"));
     assert_eq!(r["verdict"], "fail");
