@@ -165,9 +165,7 @@ pub fn mint(config: &Config, user: UserId, device: DeviceId, ttl_s: u64) -> anyh
         "the configuration verifies EdDSA tokens; mint them with the identity service's private key"
     );
     let secret = hs256_secret(config)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let now = crate::clock::unix_s();
     let claims = Claims {
         sub: IdClaim::Text(user.get().to_string()),
         dev: IdClaim::Text(device.get().to_string()),

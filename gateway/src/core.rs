@@ -107,9 +107,6 @@ pub struct Core {
     pub drain_started: Signal,
     /// Messaging (set once at start, after the cores joined their mesh).
     pub hub: std::cell::OnceCell<Rc<crate::messaging::Hub>>,
-    /// Media blobs (upload/download URLs, confirm, delete): one `Blobs` for the process, set
-    /// on every core at start before it accepts (unset only in unit tests that build a `Core`).
-    pub media: std::cell::OnceCell<Arc<crate::media::Blobs>>,
     conns: RefCell<Vec<Option<Rc<Conn>>>>,
     free: RefCell<Vec<usize>>,
     epoch: Instant,
@@ -134,16 +131,10 @@ impl Core {
             active: Cell::new(0),
             drain_started: Signal::default(),
             hub: std::cell::OnceCell::new(),
-            media: std::cell::OnceCell::new(),
             conns: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             epoch: Instant::now(),
         }
-    }
-
-    /// The process's media blobs (`None` only in unit tests that build a `Core` by hand).
-    pub fn blobs(&self) -> Option<Arc<crate::media::Blobs>> {
-        self.media.get().cloned()
     }
 
     /// Whether the process is draining (no new upgrades; connections get `GoAway`).
@@ -246,9 +237,7 @@ impl Core {
         while !self.draining() {
             glommio::timer::sleep(tick).await;
             let now = self.now_ms();
-            let unix_s = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let unix_s = crate::clock::unix_s();
             // `send` and `request_close` never touch `conns`, so the borrow is safe to hold.
             for conn in self.conns.borrow().iter().flatten() {
                 let silent = now.saturating_sub(conn.last_inbound_ms.get());

@@ -10,6 +10,7 @@
 //! [`server::serve`]. This is the only crate that binds a socket.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod core;

@@ -134,9 +134,9 @@ async fn run_core(startup: Arc<Startup>, mesh: crate::messaging::Mesh) {
         startup.metrics.core(index),
         startup.process.clone(),
     ));
-    let _ = core.media.set(startup.blobs.clone());
     let store = startup.store.clone();
-    if let Err(error) = crate::messaging::Hub::start(&core, store.clone(), mesh).await {
+    let blobs = startup.blobs.clone();
+    if let Err(error) = crate::messaging::Hub::start(&core, store.clone(), blobs, mesh).await {
         // Without the mesh this core cannot route; refuse to run half-started.
         tracing::error!(%error, "messaging did not start on this core");
         std::process::exit(1);

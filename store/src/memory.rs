@@ -224,9 +224,8 @@ impl State {
         let refs = self.refs.get(&id).into_iter().flatten();
         refs.filter(|(c, _)| chat.is_none_or(|want| *c == want))
             .any(|(c, seq)| {
-                self.chats
-                    .get(c)
-                    .is_some_and(|kept| *seq >= kept.floor && *seq <= kept.head)
+                // Written with its message (so `seq <= head`): the floor alone decides.
+                self.chats.get(c).is_some_and(|kept| *seq >= kept.floor)
             })
     }
 

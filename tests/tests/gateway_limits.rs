@@ -151,3 +151,34 @@ fn create_attachment_has_its_own_bucket_per_user() {
     // Sends are not uploads.
     a1.send_ok(direct(ALICE, BOB), 1, "still allowed");
 }
+
+/// A send with attachments counts against the user's send bucket before its attachments are
+/// looked at: over the limit, it gets `RateLimited` (not the attachment's own error), so a
+/// limited user cannot make the gateway read the store or the blob storage.
+#[test]
+fn sends_with_attachments_take_from_the_same_bucket_first() {
+    let gw = Gateway::builder()
+        .env("SWITCHBOARD_LIMITS__USER_SEND_BURST", "2")
+        .env("SWITCHBOARD_LIMITS__USER_SEND_PER_S", "1")
+        .start();
+    let mut alice = ChatClient::connect_fresh(&gw, ALICE, 1);
+    let chat = direct(ALICE, BOB);
+    let unknown = wire::AttachmentId::new(12345).expect("nonzero");
+    // Within the burst, the attachment is checked (and does not exist).
+    let r = alice.send_body(chat, 1, wire::Body::Text("x"), &[unknown]);
+    let within = alice.wait_result(r, WAIT).code;
+    assert_ne!(within, ErrorCode::Ok);
+    assert_ne!(within, ErrorCode::RateLimited);
+    alice.send_ok(chat, 2, "hi");
+    // The burst is spent. Three more, back to back: at most one token refills per second, so
+    // at least one is refused by the limit, before its attachment is looked at.
+    let asked: Vec<u64> = (3..6)
+        .map(|id| alice.send_body(chat, id, wire::Body::Text("x"), &[unknown]))
+        .collect();
+    let codes: Vec<ErrorCode> = asked
+        .into_iter()
+        .map(|r| alice.wait_result(r, WAIT).code)
+        .collect();
+    assert!(codes.contains(&ErrorCode::RateLimited), "{codes:?}");
+    assert!(!codes.contains(&ErrorCode::Ok), "{codes:?}");
+}

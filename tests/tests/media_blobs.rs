@@ -33,7 +33,7 @@ const RSS_GROWTH_MAX_BYTES: u64 = 24 * 1024 * 1024;
 // ---- helpers ----------------------------------------------------------------------------------
 
 fn now_s() -> u64 {
-    gateway::media::unix_s()
+    gateway::clock::unix_s()
 }
 
 /// Attachment `n` (every test has its own gateway, data dir and bucket, so ids may repeat).
@@ -643,7 +643,7 @@ fn s3_presigned_uploads_are_checked_by_the_store_then_confirmed_and_deleted() {
         return;
     };
     let s3 = S3Blobs::new(&server.settings(), TTL_S).expect("S3 settings");
-    let now = gateway::media::unix_ms();
+    let now = gateway::clock::unix_ms();
     let data = blob(1_500_000, 8);
     let digest = sha256(&data);
     let (good, bad) = (id(1), id(2));

@@ -91,7 +91,10 @@ async fn handle(req: Request<Incoming>, blobs: &Blobs) -> Response<Body> {
         }
     };
     let query = req.uri().query().unwrap_or_default();
-    let grant = match blobs.signer().verify(method, id, query, super::unix_s()) {
+    let grant = match blobs
+        .signer()
+        .verify(method, id, query, crate::clock::unix_s())
+    {
         Ok(grant) => grant,
         Err(refusal) if method == Method::Put => return refuse_body(req, refused(refusal)).await,
         Err(refusal) => return refused(refusal),

@@ -149,18 +149,6 @@ pub fn expires_s(now_ms: u64, ttl_s: u64) -> u64 {
     (now_ms / 1000).saturating_add(ttl_s)
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_s() -> u64 {
-    unix_ms() / 1000
-}
-
 /// `media_dir`, or `<data_dir>/media`.
 pub fn media_dir(config: &Config) -> PathBuf {
     config

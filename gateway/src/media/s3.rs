@@ -138,7 +138,7 @@ impl S3Blobs {
         action
             .headers_mut()
             .insert("x-amz-checksum-mode", "ENABLED");
-        let url = action.sign_with_time(OWN_REQUEST_TTL, &timestamp(super::unix_ms()));
+        let url = action.sign_with_time(OWN_REQUEST_TTL, &timestamp(crate::clock::unix_ms()));
         let answer = self
             .send(
                 hyper::Method::HEAD,
@@ -167,7 +167,7 @@ impl S3Blobs {
     pub async fn delete(&self, id: AttachmentId) -> Result<(), MediaError> {
         let key = key(id);
         let action = self.bucket.delete_object(Some(&self.credentials), &key);
-        let url = action.sign_with_time(OWN_REQUEST_TTL, &timestamp(super::unix_ms()));
+        let url = action.sign_with_time(OWN_REQUEST_TTL, &timestamp(crate::clock::unix_ms()));
         let answer = self.send(hyper::Method::DELETE, &url, &[]).await?;
         match answer.status.as_u16() {
             200 | 204 | 404 => Ok(()),

@@ -14,7 +14,6 @@
 //! - A blob is deleted before its record, so a crash between the two leaves a record whose
 //!   blob is gone (deleted again, harmlessly, by the next sweep), never a blob nobody tracks.
 
-use std::rc::Rc;
 use std::sync::Arc;
 
 use router::types::{Answer, Op, Origin};
@@ -22,7 +21,7 @@ use store::Store;
 use store::model::{Attachment, Mutation, WriteBatch};
 use wire::{AttachmentId, ChatId, ErrorCode};
 
-use super::{Hub, unix_ms};
+use super::unix_ms;
 use crate::core::Core;
 use crate::media::Blobs;
 
@@ -95,10 +94,7 @@ pub(super) fn spawn_create(core: &Core, origin: Origin, declared: Declared) {
         return;
     };
     glommio::spawn_local(async move {
-        let answer = match core.blobs() {
-            Some(blobs) => create(hub.store(), &blobs, origin, declared).await,
-            None => unsupported(),
-        };
+        let answer = create(hub.store(), hub.blobs(), origin, declared).await;
         hub.answer_to(&core, origin, answer);
     })
     .detach();
@@ -148,32 +144,26 @@ pub(super) async fn check_send(
     Ok(())
 }
 
-/// Sends `op` to its owner once its attachments check out, or answers why not.
-pub(super) fn send_with_attachments(hub: &Rc<Hub>, core: &Rc<Core>, origin: Origin, op: Op) {
-    let (hub, core) = (hub.clone(), core.clone());
+/// Sends `op` (its send limit already taken) to its owner once its attachments check out,
+/// or answers why not.
+pub(super) fn send_with_attachments(core: &Core, origin: Origin, op: Op) {
+    let Some(hub) = core.hub.get().cloned() else {
+        return;
+    };
+    let Some(core) = hub.core() else {
+        return;
+    };
     glommio::spawn_local(async move {
-        let Op::Send { attachments, .. } = &op else {
-            return;
+        let attachments = match &op {
+            Op::Send { attachments, .. } => attachments.as_slice(),
+            _ => &[],
         };
-        let Some(blobs) = core.blobs() else {
-            return hub.answer_to(&core, origin, unsupported());
-        };
-        match check_send(hub.store(), &blobs, &origin, attachments).await {
-            Ok(()) => hub.submit_limited(
-                &core,
-                origin,
-                super::limits::LimitKind::Send,
-                super::Then::Submit(op),
-            ),
+        match check_send(hub.store(), hub.blobs(), &origin, attachments).await {
+            Ok(()) => hub.submit(origin, op),
             Err(answer) => hub.answer_to(&core, origin, answer),
         }
     })
     .detach();
-}
-
-/// The answer when media is not configured.
-pub(super) fn unsupported() -> Answer {
-    Answer::error(ErrorCode::Unsupported, "media is not configured")
 }
 
 /// `GetAttachmentUrl`: a download URL for a member of `chat` where a retained message

@@ -99,6 +99,9 @@ pub enum Item {
 pub enum Then {
     /// Go to its chat's owner.
     Submit(Op),
+    /// A send with attachments: check them (store reads, maybe blob `HEAD`s), then go to its
+    /// chat's owner. The check comes after the limit, so a limited user costs no I/O.
+    SendWithAttachments(Op),
     /// Reserve an attachment (`CreateAttachment`) and answer with its upload URL.
     CreateAttachment(media::Declared),
 }
@@ -118,6 +121,8 @@ pub fn mesh(cores: usize) -> Mesh {
 pub struct Hub {
     core: std::rc::Weak<Core>,
     store: Arc<dyn Store>,
+    /// Media blobs (upload/download URLs, confirm, delete): one `Blobs` for the process.
+    blobs: Arc<crate::media::Blobs>,
     me: usize,
     placement: CorePlacement,
     owner: RefCell<Owner>,
@@ -139,7 +144,12 @@ impl Hub {
     ///
     /// # Errors
     /// When the mesh cannot be joined (another core failed to start).
-    pub async fn start(core: &Rc<Core>, store: Arc<dyn Store>, mesh: Mesh) -> anyhow::Result<()> {
+    pub async fn start(
+        core: &Rc<Core>,
+        store: Arc<dyn Store>,
+        blobs: Arc<crate::media::Blobs>,
+        mesh: Mesh,
+    ) -> anyhow::Result<()> {
         let (senders, receivers) = mesh
             .join()
             .await
@@ -154,6 +164,7 @@ impl Hub {
         let hub = Rc::new(Self {
             core: Rc::downgrade(core),
             store,
+            blobs,
             me: senders.peer_id(),
             placement: CorePlacement::new(peers),
             owner: RefCell::new(owner),
@@ -181,6 +192,11 @@ impl Hub {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The process's media blobs.
+    pub fn blobs(&self) -> &crate::media::Blobs {
+        &self.blobs
     }
 
     /// The core this hub runs on (for tasks that outlive a call).
@@ -364,6 +380,9 @@ impl Hub {
                 self.answer(core, origin, answer);
             }
             (Ok(()), Then::Submit(op)) => self.submit(origin, op),
+            (Ok(()), Then::SendWithAttachments(op)) => {
+                media::send_with_attachments(core, origin, op);
+            }
             (Ok(()), Then::CreateAttachment(declared)) => {
                 media::spawn_create(core, origin, declared);
             }
@@ -619,19 +638,9 @@ fn send_event(core: &Core, conn: &Conn, event: &Event) {
     }
 }
 
-/// Microseconds since the Unix epoch (orders connections of one device across cores).
-fn unix_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
-/// Milliseconds since the Unix epoch (server time for entries, presence, retention).
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+// Server time for entries, presence, retention; microseconds order connections of one
+// device across cores.
+pub(crate) use crate::clock::{unix_ms, unix_us};
 
 /// The driver: on every wake, feeds the owner what arrived, ends the tick (`Flush`), carries
 /// out the actions, then sends each peer its batch.

@@ -44,10 +44,8 @@ pub fn handle_request(core: &Core, conn: &Conn, payload: &[u8]) {
         Request::SendMessage(send) => match send_op(core, conn, &send) {
             Ok(op) if send.attachments.is_empty() => (Some(LimitKind::Send), op),
             Ok(op) => {
-                if let (Some(core), Some(_)) = (hub.core(), hub.conn(conn)) {
-                    media::send_with_attachments(hub, &core, origin, op);
-                }
-                return;
+                let then = Then::SendWithAttachments(op);
+                return hub.submit_limited(core, origin, LimitKind::Send, then);
             }
             Err(answer) => return reply(core, conn, frame.request_id, &answer),
         },
@@ -164,12 +162,8 @@ fn spawn_attachment_url(hub: &Rc<Hub>, conn: &Conn, origin: Origin, g: wire::Get
     };
     let hub = hub.clone();
     glommio::spawn_local(async move {
-        let answer = match core.blobs() {
-            Some(blobs) => {
-                media::download_url(hub.store(), &blobs, &origin, g.chat, g.attachment).await
-            }
-            None => media::unsupported(),
-        };
+        let answer =
+            media::download_url(hub.store(), hub.blobs(), &origin, g.chat, g.attachment).await;
         reply(&core, &conn, origin.request_id, &answer);
     })
     .detach();

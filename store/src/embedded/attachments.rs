@@ -83,10 +83,9 @@ pub(crate) fn is_referenced(v: &impl View, id: AttachmentId, chat: Option<ChatId
     for (k, _) in v.scan(prefix.as_ref())? {
         let mut parts = KeyParts::new(&k, AttachmentId::SIZE)?;
         let (chat, seq) = (parts.chat()?, parts.u64()?);
-        let Some(meta) = index::chat_meta(v, chat)? else {
-            continue;
-        };
-        if seq >= index::floor(v, chat)? && seq <= meta.head {
+        // A reference is written with its message, in the batch that makes `seq` the chat's
+        // head, and heads never go down: only the floor decides whether it is retained.
+        if seq >= index::floor(v, chat)? {
             return Ok(true);
         }
     }
