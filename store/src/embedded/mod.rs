@@ -296,10 +296,16 @@ impl EmbeddedStore {
             },
             next: log.recovery().next_lsn(),
         };
+        // `open` returns once the applier runs at its priority, so nothing it applies (and
+        // nothing a caller observes) ever ran at the wrong one.
+        let (lowered_tx, lowered_rx) = std::sync::mpsc::sync_channel(1);
         threads.push(spawn("store-applier", dir, move || {
             set_nice(nice);
+            let _ = lowered_tx.send(());
             applier.run(&applier_rx);
         })?);
+        // An error means the thread ended first; the store then fails its writes as before.
+        let _ = lowered_rx.recv();
         let (read_tx, read_rx) = crossbeam_channel::bounded(options.read_queue_max);
         for i in 0..options.readers {
             let reader = Reader {
