@@ -1,6 +1,7 @@
 //! `EmbeddedOptions::background_nice`: the applier and fjall's flush and compaction workers run
 //! at the lowered priority, the log writer and the readers (on the acknowledgement and query
-//! paths) do not, and a value outside 0..=19 is refused. One test in its own binary, so the
+//! paths) do not, and a value outside 0..=19 is refused. `EmbeddedOptions::index_workers`: fjall
+//! runs exactly that many workers, and 0 is refused. One test in its own binary, so the
 //! process's threads are only this store's.
 
 use store::embedded::{EmbeddedOptions, EmbeddedStore, OpenError};
@@ -40,8 +41,20 @@ fn background_threads_run_at_the_lowered_priority_and_the_ack_path_does_not() {
         Err(OpenError::Options(_))
     ));
 
+    let no_workers = EmbeddedOptions {
+        index_workers: 0,
+        ..EmbeddedOptions::default()
+    };
+    assert!(matches!(
+        EmbeddedStore::open(dir.path(), no_workers),
+        Err(OpenError::Options(_))
+    ));
+
+    // Not the default (4) nor fjall's own default on this machine (its core count, up to 4).
+    let index_workers = 3;
     let options = EmbeddedOptions {
         background_nice: 10,
+        index_workers,
         ..EmbeddedOptions::default()
     };
     let store = EmbeddedStore::open(dir.path(), options).expect("open");
@@ -49,11 +62,15 @@ fn background_threads_run_at_the_lowered_priority_and_the_ack_path_does_not() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let threads = loop {
         let threads = threads();
-        let named = threads
-            .iter()
-            .filter(|(n, _)| n.starts_with("store-reader"))
-            .count();
-        if named == EmbeddedOptions::default().readers || std::time::Instant::now() > deadline {
+        let named = |prefix: &str| {
+            threads
+                .iter()
+                .filter(|(n, _)| n.starts_with(prefix))
+                .count()
+        };
+        let all_named = named("store-reader") == EmbeddedOptions::default().readers
+            && named("fjall:worker") == index_workers;
+        if all_named || std::time::Instant::now() > deadline {
             break threads;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -67,8 +84,9 @@ fn background_threads_run_at_the_lowered_priority_and_the_ack_path_does_not() {
     };
     assert_eq!(nice_of("store-applier"), [10], "{threads:?}");
     let workers = nice_of("fjall");
+    assert_eq!(workers.len(), index_workers, "fjall's workers: {threads:?}");
     assert!(
-        !workers.is_empty() && workers.iter().all(|n| *n == 10),
+        workers.iter().all(|n| *n == 10),
         "fjall's workers inherit the nice value: {threads:?}"
     );
     assert_eq!(nice_of("log-writer"), [0], "acknowledgements: {threads:?}");
