@@ -34,9 +34,9 @@ pub use self::members::{
 };
 pub use self::random::randomized_against_model;
 pub use self::retention::{
-    device_pruning, idempotency_keys_expire, retention_delivered_deleted, retention_former_member,
-    retention_history_ttl, retention_offline_ttl, retention_user_without_devices,
-    truncation_reported,
+    device_pruning, idempotency_keys_expire, idempotency_keys_expire_within_one_batch,
+    retention_delivered_deleted, retention_former_member, retention_history_ttl,
+    retention_offline_ttl, retention_user_without_devices, truncation_reported,
 };
 pub use self::writes::{
     batch_all_or_nothing, history_pages_newest_first, idempotency_answers, invalid_create_refused,
@@ -103,6 +103,7 @@ macro_rules! store_conformance {
             truncation_reported,
             device_pruning,
             idempotency_keys_expire,
+            idempotency_keys_expire_within_one_batch,
             attachment_records,
             attachment_references,
             randomized_against_model,

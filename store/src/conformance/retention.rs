@@ -273,3 +273,32 @@ pub fn idempotency_keys_expire<H: Harness>(h: H) {
     assert_eq!(s.sweep(T0 + 15_001), report(0, 1, 0));
     assert_eq!(s.sent(user(1), dev(1), 2), None);
 }
+
+/// Idempotency keys written in one batch expire each at its own time: a sweep between their
+/// times deletes only the older ones, and the younger one is answered (also after a reopen)
+/// until its own turn.
+pub fn idempotency_keys_expire_within_one_batch<H: Harness>(h: H) {
+    let mut s = Subject::open(h, RETENTION);
+    let (a, b) = (direct(1, 2), direct(1, 3));
+    let oldest = message(user(1), dev(1), 1, T0, b"oldest");
+    let young = message(user(1), dev(2), 7, T0 + 5_000, b"young");
+    let middle = message(user(1), dev(1), 2, T0 + 2_000, b"middle");
+    s.write(vec![
+        append(a, 1, oldest.clone()),
+        append(b, 1, young.clone()),
+        append(a, 2, middle.clone()),
+    ]);
+    // Nobody has a device, so the entries themselves go at once; no key is old enough yet.
+    assert_eq!(s.sweep(T0 + 10_000), report(3, 0, 0));
+    assert_eq!(s.sweep(T0 + 12_001), report(0, 2, 0));
+    assert_eq!(s.sent(user(1), dev(1), 1), None);
+    assert_eq!(s.sent(user(1), dev(1), 2), None);
+    assert_eq!(s.sent(user(1), dev(2), 7), Some(sent_record(b, 1, &young)));
+    s.reopen();
+    assert_eq!(s.sweep(T0 + 12_002), report(0, 0, 0));
+    assert_eq!(s.sent(user(1), dev(2), 7), Some(sent_record(b, 1, &young)));
+    assert_eq!(s.sweep(T0 + 15_000), report(0, 0, 0));
+    assert_eq!(s.sweep(T0 + 15_001), report(0, 1, 0));
+    assert_eq!(s.sent(user(1), dev(2), 7), None);
+    assert_eq!(s.sweep(T0 + 30_000), report(0, 0, 0));
+}

@@ -14,15 +14,30 @@ use super::attachments;
 use super::codec::{Enc, encode_entry};
 use super::index::{self, Result, Txn, View};
 use super::layout::{self as l, ChatMeta};
+use crate::log::Lsn;
 use crate::model::{
     Change, Entry, Millis, Mutation, ReceiptKind, Role, SentRecord, Seq, Update, WriteBatch,
 };
 
-/// Applies one batch inside `txn`.
-pub(crate) fn apply_batch(txn: &mut Txn<'_>, batch: &WriteBatch, buf: &mut Vec<u8>) -> Result<()> {
+/// Buffers the applier reuses from batch to batch, so applying allocates nothing per message
+/// beyond the rows themselves.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    entry: Vec<u8>,
+    expiring: Vec<l::Expiring>,
+}
+
+/// Applies one batch, log record `lsn`, inside `txn`.
+pub(crate) fn apply_batch(
+    txn: &mut Txn<'_>,
+    lsn: Lsn,
+    batch: &WriteBatch,
+    scratch: &mut Scratch,
+) -> Result<()> {
+    scratch.expiring.clear();
     for m in &batch.mutations {
         match m {
-            Mutation::Append { chat, seq, entry } => append(txn, *chat, *seq, entry, buf)?,
+            Mutation::Append { chat, seq, entry } => append(txn, *chat, *seq, entry, scratch)?,
             Mutation::Cursor {
                 chat,
                 user,
@@ -42,6 +57,12 @@ pub(crate) fn apply_batch(txn: &mut Txn<'_>, batch: &WriteBatch, buf: &mut Vec<u
             Mutation::DeleteAttachment(id) => attachments::delete(txn, *id)?,
         }
     }
+    if let Some(oldest) = scratch.expiring.iter().map(|e| e.ts_ms).min() {
+        txn.put_blind(
+            l::expiring(oldest, lsn),
+            l::expiring_value(&scratch.expiring, oldest),
+        );
+    }
     Ok(())
 }
 
@@ -50,7 +71,7 @@ fn append(
     chat: ChatId,
     seq: Seq,
     entry: &Entry,
-    buf: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> Result<()> {
     let mut meta = match index::chat_meta(txn, chat)? {
         Some(meta) => meta,
@@ -58,9 +79,9 @@ fn append(
     };
     meta.head = seq;
     txn.put(l::chat(chat), meta.encode());
-    buf.clear();
-    encode_entry(&mut Enc(buf), entry);
-    txn.put_blind(l::entry(chat, seq), buf.as_slice());
+    scratch.entry.clear();
+    encode_entry(&mut Enc(&mut scratch.entry), entry);
+    txn.put_blind(l::entry(chat, seq), scratch.entry.as_slice());
     match entry {
         Entry::Message(m) => {
             let (user, device, client_msg_id) = m.idempotency_key();
@@ -71,10 +92,12 @@ fn append(
                 ts_ms: m.ts_ms,
             };
             txn.put_blind(l::sent(user, device, client_msg_id), l::sent_value(&record));
-            txn.put_blind(
-                l::sent_by_time(m.ts_ms, user, device, client_msg_id),
-                Vec::new(),
-            );
+            scratch.expiring.push(l::Expiring {
+                user,
+                device,
+                client_msg_id,
+                ts_ms: m.ts_ms,
+            });
             attachments::referenced(txn, chat, seq, &m.attachments);
         }
         Entry::Update(update) => change_members(txn, chat, seq, update)?,

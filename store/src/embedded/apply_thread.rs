@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use fjall::{Database, Keyspace, PersistMode};
 
-use super::apply::apply_batch;
+use super::apply::{Scratch, apply_batch};
 use super::codec::decode_batch;
 use super::index::{IndexError, Txn};
 use super::layout as l;
@@ -148,7 +148,7 @@ impl Applier {
     pub(crate) fn run(mut self, rx: &Receiver<ToApplier>) {
         let mut since_checkpoint = 0u64;
         let mut last_checkpoint = Instant::now();
-        let mut buf = Vec::new();
+        let mut scratch = Scratch::default();
         loop {
             let message = match rx.recv_timeout(self.policy.interval) {
                 Ok(message) => message,
@@ -165,7 +165,7 @@ impl Applier {
             let outcome = match message {
                 ToApplier::Apply { first_lsn, records } => {
                     since_checkpoint += records.iter().map(|r| r.len() as u64).sum::<u64>();
-                    self.apply(first_lsn, &records, rx, &mut since_checkpoint, &mut buf)
+                    self.apply(first_lsn, &records, rx, &mut since_checkpoint, &mut scratch)
                 }
                 ToApplier::Checkpoint { reply } => {
                     self.checkpoint_and_wait();
@@ -225,11 +225,11 @@ impl Applier {
         records: &[Vec<u8>],
         rx: &Receiver<ToApplier>,
         since_checkpoint: &mut u64,
-        buf: &mut Vec<u8>,
+        scratch: &mut Scratch,
     ) -> Result<(), IndexError> {
         let mut txn = Txn::new(&self.db, &self.ks);
         let mut applied_bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
-        apply_records(&mut txn, &mut self.next, first_lsn, records, buf)?;
+        apply_records(&mut txn, &mut self.next, first_lsn, records, scratch)?;
         // Coalesce queued batches into this index batch; a sweep waits for the next turn.
         let mut deferred = None;
         while txn.len() < 65_536 {
@@ -238,7 +238,7 @@ impl Applier {
                     let bytes = records.iter().map(|r| r.len() as u64).sum::<u64>();
                     *since_checkpoint += bytes;
                     applied_bytes += bytes;
-                    apply_records(&mut txn, &mut self.next, first_lsn, &records, buf)?;
+                    apply_records(&mut txn, &mut self.next, first_lsn, &records, scratch)?;
                 }
                 Ok(other) => {
                     deferred = Some(other);
@@ -288,12 +288,12 @@ fn apply_records(
     next: &mut Lsn,
     first_lsn: Lsn,
     records: &[Vec<u8>],
-    buf: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> Result<(), IndexError> {
     debug_assert_eq!(first_lsn, *next, "records arrive in LSN order");
     for record in records {
         let batch = decode_batch(record)?;
-        apply_batch(txn, &batch, buf)?;
+        apply_batch(txn, *next, &batch, scratch)?;
         *next += 1;
     }
     Ok(())

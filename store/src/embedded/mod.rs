@@ -464,7 +464,7 @@ fn replay(
     apply_from: Lsn,
 ) -> Result<u64, OpenError> {
     let mut txn = Txn::new(db, ks);
-    let mut buf = Vec::new();
+    let mut scratch = apply::Scratch::default();
     let mut failure: Option<IndexError> = None;
     let mut next = apply_from;
     let replayed = recovery.replay(apply_from, |lsn, record| {
@@ -473,7 +473,7 @@ fn replay(
         }
         let step = codec::decode_batch(record)
             .map_err(IndexError::from)
-            .and_then(|batch| apply::apply_batch(&mut txn, &batch, &mut buf))
+            .and_then(|batch| apply::apply_batch(&mut txn, lsn, &batch, &mut scratch))
             .and_then(|()| {
                 next = lsn + 1;
                 if txn.len() >= 65_536 {

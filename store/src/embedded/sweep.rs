@@ -162,6 +162,10 @@ fn drop_settled_lefts(txn: &mut Txn<'_>, chat: ChatId) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the idempotency rows older than the offline TTL. Expiry rows hold a log record's
+/// messages under the oldest one's time: a row the cutoff falls inside loses its expired
+/// messages and is written back under the oldest remaining time (same LSN), past the cutoff,
+/// so this scan does not meet it again.
 fn expire_sent(
     txn: &mut Txn<'_>,
     retention: &Retention,
@@ -172,17 +176,109 @@ fn expire_sent(
     let cutoff = now.saturating_sub(retention.offline_ttl_ms);
     let ks = txn.keyspace();
     let end = Key::new(l::SENT_BY_TIME).with(&cutoff.to_be_bytes());
+    let mut items = Vec::new();
     for guard in ks.range(Key::new(l::SENT_BY_TIME)..end) {
-        let key = guard.key()?;
-        let mut parts = KeyParts::new(&key, 0)?;
-        let (_ts, user, device, client_msg_id) =
-            (parts.u64()?, parts.user()?, parts.device()?, parts.u64()?);
+        let (key, value) = guard.into_inner()?;
         txn.delete(&key);
-        txn.delete(l::sent(user, device, client_msg_id));
-        report.sent_records_deleted += 1;
+        let mut parts = KeyParts::new(&key, 0)?;
+        let oldest = parts.u64()?;
+        if key.len() == l::LEGACY_EXPIRING_KEY_LEN {
+            let (user, device, client_msg_id) = (parts.user()?, parts.device()?, parts.u64()?);
+            txn.delete(l::sent(user, device, client_msg_id));
+            report.sent_records_deleted += 1;
+        } else {
+            let lsn = parts.u64()?;
+            items.clear();
+            l::read_expiring(&value, oldest, &mut items)?;
+            items.retain(|item| {
+                let expired = item.ts_ms < cutoff;
+                if expired {
+                    txn.delete(l::sent(item.user, item.device, item.client_msg_id));
+                    report.sent_records_deleted += 1;
+                }
+                !expired
+            });
+            if let Some(oldest) = items.iter().map(|e| e.ts_ms).min() {
+                txn.put(l::expiring(oldest, lsn), l::expiring_value(&items, oldest));
+            }
+        }
         if txn.len() >= COMMIT_EVERY {
             txn.commit()?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use fjall::{Database, KeyspaceCreateOptions};
+    use wire::ids::{ChatId, DeviceId, MessageId, UserId};
+
+    use super::*;
+    use crate::model::SentRecord;
+
+    fn user(id: u64) -> UserId {
+        UserId::new(id).expect("valid user")
+    }
+
+    fn device(id: u64) -> DeviceId {
+        DeviceId::new(id).expect("valid device")
+    }
+
+    /// An index written before expiry rows were per record holds one `t` row per message
+    /// (ts, user, device, `client_msg_id`; empty value): a sweep still expires those, beside
+    /// rows of the current shape, and counts each message once.
+    #[test]
+    fn legacy_per_message_expiry_rows_still_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::builder(dir.path()).open().expect("fjall");
+        let ks = db
+            .keyspace("store", KeyspaceCreateOptions::default)
+            .expect("keyspace");
+        let record = |seq| SentRecord {
+            chat: ChatId::direct(user(1), user(2)),
+            seq,
+            server_msg_id: MessageId::new(u128::from(seq)).expect("nonzero"),
+            ts_ms: 1_000,
+        };
+        let mut txn = Txn::new(&db, &ks);
+        let legacy = Key::new(l::SENT_BY_TIME)
+            .with(&1_000u64.to_be_bytes())
+            .with(user(1).as_bytes())
+            .with(device(1).as_bytes())
+            .with(&5u64.to_be_bytes());
+        assert_eq!(legacy.as_ref().len(), l::LEGACY_EXPIRING_KEY_LEN);
+        txn.put(legacy, Vec::new());
+        txn.put(l::sent(user(1), device(1), 5), l::sent_value(&record(1)));
+        let current = [l::Expiring {
+            user: user(1),
+            device: device(1),
+            client_msg_id: 6,
+            ts_ms: 1_000,
+        }];
+        txn.put(l::expiring(1_000, 9), l::expiring_value(&current, 1_000));
+        txn.put(l::sent(user(1), device(1), 6), l::sent_value(&record(2)));
+        txn.commit().expect("commit");
+
+        let retention = Retention {
+            offline_ttl_ms: 100,
+            ..Retention::default()
+        };
+        let mut report = SweepReport::default();
+        expire_sent(&mut txn, &retention, 1_100, &mut report).expect("sweep");
+        txn.commit().expect("commit");
+        assert_eq!(
+            report.sent_records_deleted, 0,
+            "exactly the TTL old is kept"
+        );
+        expire_sent(&mut txn, &retention, 1_101, &mut report).expect("sweep");
+        txn.commit().expect("commit");
+        assert_eq!(report.sent_records_deleted, 2);
+        let left: Vec<_> = [l::SENT, l::SENT_BY_TIME]
+            .iter()
+            .flat_map(|&prefix| ks.prefix([prefix]))
+            .map(|guard| guard.key().expect("key"))
+            .collect();
+        assert!(left.is_empty(), "rows left: {left:?}");
+    }
 }
