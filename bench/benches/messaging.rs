@@ -1570,22 +1570,20 @@ struct ThreadTime {
 
 impl Cpu {
     fn sample(pid: u32) -> Self {
-        let mut threads = HashMap::new();
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for task in tasks.flatten() {
-                let tid = task.file_name().to_string_lossy().parse().unwrap_or(0);
-                if let Some((name, ticks)) = proc_ticks(&task.path().join("stat")) {
-                    let waited_ns = run_queue_wait_ns(&task.path().join("schedstat"));
-                    let t = ThreadTime {
-                        name,
-                        ticks,
-                        waited_ns,
-                    };
-                    threads.insert(tid, t);
-                }
-            }
-        }
-        let ticks = |path: &str| proc_ticks(Path::new(path)).map_or(0, |(_, t)| t);
+        let threads = bench::thread_ticks(&pid.to_string())
+            .into_iter()
+            .map(|(tid, (name, ticks))| {
+                let schedstat = format!("/proc/{pid}/task/{tid}/schedstat");
+                let waited_ns = run_queue_wait_ns(Path::new(&schedstat));
+                let t = ThreadTime {
+                    name,
+                    ticks,
+                    waited_ns,
+                };
+                (tid, t)
+            })
+            .collect();
+        let ticks = |path: &str| bench::proc_ticks(Path::new(path)).map_or(0, |(_, t)| t);
         let (busy, steal) = machine_ticks();
         Self {
             at: Instant::now(),
@@ -1605,18 +1603,6 @@ fn run_queue_wait_ns(path: &Path) -> u64 {
         .nth(1)
         .and_then(|w| w.parse().ok())
         .unwrap_or(0)
-}
-
-/// A process's or thread's name and utime + stime, from its `stat` file.
-fn proc_ticks(path: &Path) -> Option<(String, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let (open, close) = (text.find('(')?, text.rfind(')')?);
-    let name = text[open + 1..close].to_owned();
-    // After the name: field 3 (state) onwards; utime and stime are fields 14 and 15.
-    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((name, utime + stime))
 }
 
 /// Busy and stolen ticks of all CPUs, from `/proc/stat`. Busy is everything but idle and

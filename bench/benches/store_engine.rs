@@ -10,7 +10,9 @@
 //!   each of two index shapes, alternated, with the medians of p99: the store's defaults, and
 //!   fjall's own (64 MiB memtables and tables, a checkpoint every 16 MiB or 1 s, one worker
 //!   per core up to 4), which write the index in larger bursts. Each run also prints the log's syncs and the time spent in
-//!   syncs over 10 ms (what the index's writes cost the acknowledgements). In the same run,
+//!   syncs over 10 ms (what the index's writes cost the acknowledgements), and the store's
+//!   threads' CPU by thread (cores, µs per message: what the store costs the gateway that
+//!   embeds it; on this VM, CPU headroom also sets the disk's tail). In the same run,
 //!   the rejected alternative under the same load: fjall alone, one synced batch per write
 //!   (`../shared/FACTS.md`: p99 ~376 ms). And the index's apply lag: from the last ack until a
 //!   read (which waits for the applier) returns.
@@ -39,7 +41,8 @@
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -484,8 +487,9 @@ impl Shape {
 }
 
 /// One fixed-rate run on a fresh store of `shape`: the ack latency histogram, the time from
-/// the last ack until a read answers (index lag), and the log's syncs during the run.
-fn embedded_run(secs: u64, shape: Shape) -> (Paced, Duration, SyncSnapshot) {
+/// the last ack until a read answers (index lag), the log's syncs during the run, and the
+/// store's threads' CPU over it.
+fn embedded_run(secs: u64, shape: Shape) -> (Paced, Duration, SyncSnapshot, String) {
     let dir = temp_dir();
     let index_parent = std::env::var_os("SWITCHBOARD_BENCH_INDEX_DIR").map(|parent| {
         tempfile::tempdir_in(parent).expect("a temp dir under SWITCHBOARD_BENCH_INDEX_DIR")
@@ -495,7 +499,14 @@ fn embedded_run(secs: u64, shape: Shape) -> (Paced, Duration, SyncSnapshot) {
         ..shape.options()
     };
     let store = open_store(dir.path(), options);
+    let (threads_before, started) = (bench::thread_ticks("self"), Instant::now());
     let run = fixed_rate(&store, FIXED_RATE_PER_S, secs);
+    let cpu = store_cpu(
+        &threads_before,
+        &bench::thread_ticks("self"),
+        started.elapsed(),
+        run.latency_us.len(),
+    );
     // A read waits until the applier has applied everything acknowledged before it.
     let chat = Producer::new(0).chats[0];
     block_on(store.chat(chat))
@@ -506,7 +517,43 @@ fn embedded_run(secs: u64, shape: Shape) -> (Paced, Duration, SyncSnapshot) {
         .log_sync_stats()
         .expect("the store is open")
         .snapshot();
-    (run, lag, syncs)
+    (run, lag, syncs, cpu)
+}
+
+/// The store's threads' CPU between two samples of this process's threads, by thread name:
+/// cores, and CPU time per message (what the store costs the gateway that embeds it).
+/// Tick and message counts are far below 2^52.
+#[allow(clippy::cast_precision_loss)]
+fn store_cpu(
+    before: &HashMap<u64, (String, u64)>,
+    after: &HashMap<u64, (String, u64)>,
+    wall: Duration,
+    messages: u64,
+) -> String {
+    let store_thread = |name: &str| {
+        ["store-", "fjall", "log-writer"]
+            .iter()
+            .any(|p| name.starts_with(p))
+    };
+    let mut by_name: BTreeMap<&str, u64> = BTreeMap::new();
+    for (tid, (name, ticks)) in after {
+        if store_thread(name) {
+            let was = before.get(tid).map_or(0, |(_, t)| *t);
+            *by_name.entry(name).or_default() += ticks.saturating_sub(was);
+        }
+    }
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    let seconds = |ticks: u64| ticks as f64 / hz;
+    let per_message_us = |ticks: u64| seconds(ticks) * 1e6 / messages.max(1) as f64;
+    let mut out = String::from("store threads' CPU:");
+    for (name, &ticks) in &by_name {
+        let cores = seconds(ticks) / wall.as_secs_f64();
+        let us = per_message_us(ticks);
+        let _ = write!(out, " {name} {cores:.2} cores ({us:.1} µs/message),");
+    }
+    let total = per_message_us(by_name.values().sum());
+    let _ = write!(out, " in all {total:.1} µs/message");
+    out
 }
 
 /// The log's syncs over a run of `secs`: the disk time every acknowledgement waits for.
@@ -535,11 +582,11 @@ fn latency_at_fixed_rate(secs: u64) {
     let mut p99s: Vec<Vec<u64>> = vec![Vec::new(); Shape::ALL.len()];
     for round in 0..rounds {
         for (i, &shape) in Shape::ALL.iter().enumerate() {
-            let (run, lag, syncs) = embedded_run(secs, shape);
+            let (run, lag, syncs, cpu) = embedded_run(secs, shape);
             println!(
                 "store_engine/ack_latency_100b_2_producers embedded, {} (round {}): offered {FIXED_RATE_PER_S} messages/s for {secs} s ({per_tick} per \
                  ms per producer): {} ({} messages in {} writes); index lag after the last \
-                 ack {lag:.2?}; {}",
+                 ack {lag:.2?}; {}; {cpu}",
                 shape.name(),
                 round + 1,
                 percentiles(&run.latency_us),
