@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures_lite::future::block_on;
 use store::embedded::{EmbeddedOptions, EmbeddedStore, OpenError};
 use store::log::{LogOptions, SyncPolicy};
-use store::model::{BodyKind, Entry, Message, Mutation, WriteBatch};
+use store::model::{BodyKind, Entry, Message, Mutation, Retention, WriteBatch};
 use store::{Store, StoreError};
 use wire::ids::{ChatId, DeviceId, MessageId, UserId};
 
@@ -175,6 +175,53 @@ fn a_torn_log_tail_recovers_to_the_last_good_message() {
     );
     // And the store goes on from there.
     block_on(store.write(message(50))).expect("the next seq is 50 again");
+}
+
+/// Idempotency expiry rows are one per log record, keyed by time and LSN: a replay into a lost
+/// index rebuilds one per record even when records share a time, so a sweep past the offline
+/// TTL expires every key.
+#[test]
+fn a_replayed_index_expires_every_idempotency_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let at_one_time = |seq| {
+        let mut batch = message(seq);
+        if let Mutation::Append {
+            entry: Entry::Message(m),
+            ..
+        } = &mut batch.mutations[0]
+        {
+            m.ts_ms = 1_000;
+        }
+        batch
+    };
+    {
+        let store = EmbeddedStore::open(dir.path(), no_checkpoints()).expect("open");
+        for seq in 1..=30 {
+            block_on(store.write(at_one_time(seq))).expect("acked");
+        }
+    }
+    fs::remove_dir_all(dir.path().join("index")).expect("drop the index");
+    let store = EmbeddedStore::open(dir.path(), no_checkpoints()).expect("recovers");
+    assert_eq!(store.open_report().replayed, 30);
+    assert!(
+        block_on(store.sent(user(1), device(), 30))
+            .expect("read")
+            .is_some()
+    );
+    let ttl = Retention::default().offline_ttl_ms;
+    let report = block_on(store.sweep(1_000 + ttl)).expect("sweep");
+    assert_eq!(
+        report.sent_records_deleted, 0,
+        "exactly the TTL old is kept"
+    );
+    let report = block_on(store.sweep(1_000 + ttl + 1)).expect("sweep");
+    assert_eq!(report.sent_records_deleted, 30);
+    for seq in 1..=30 {
+        assert_eq!(
+            block_on(store.sent(user(1), device(), seq)).expect("read"),
+            None
+        );
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `EmbeddedOptions::background_nice`: the applier and fjall's flush and compaction workers run
 //! at the lowered priority, the log writer and the readers (on the acknowledgement and query
 //! paths) do not, and a value outside 0..=19 is refused. `EmbeddedOptions::index_workers`: fjall
-//! runs exactly that many workers, and 0 is refused. One test in its own binary, so the
+//! runs exactly that many workers, and 0 or 65 is refused. One test in its own binary, so the
 //! process's threads are only this store's.
 
 use store::embedded::{EmbeddedOptions, EmbeddedStore, OpenError};
@@ -50,8 +50,17 @@ fn background_threads_run_at_the_lowered_priority_and_the_ack_path_does_not() {
         Err(OpenError::Options(_))
     ));
 
-    // Not the default (4) nor fjall's own default on this machine (its core count, up to 4).
-    let index_workers = 3;
+    let too_many = EmbeddedOptions {
+        index_workers: 65,
+        ..EmbeddedOptions::default()
+    };
+    assert!(matches!(
+        EmbeddedStore::open(dir.path(), too_many),
+        Err(OpenError::Options(_))
+    ));
+
+    // Neither the store's default (4) nor fjall's own on any machine (its core count, up to 4).
+    let index_workers = 5;
     let options = EmbeddedOptions {
         background_nice: 10,
         index_workers,

@@ -167,10 +167,11 @@ pub(crate) fn expiring_value(items: &[Expiring], oldest_ts: Millis) -> Vec<u8> {
     let mut out = Vec::with_capacity(items.len() * (UserId::SIZE + DeviceId::SIZE + 4));
     let mut e = Enc(&mut out);
     for item in items {
+        debug_assert!(item.ts_ms >= oldest_ts, "the key's time is the oldest");
         e.raw(item.user.as_bytes());
         e.raw(item.device.as_bytes());
         e.var(item.client_msg_id);
-        e.var(item.ts_ms - oldest_ts);
+        e.var(item.ts_ms.saturating_sub(oldest_ts));
     }
     out
 }

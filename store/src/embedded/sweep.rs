@@ -281,4 +281,53 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "rows left: {left:?}");
     }
+
+    /// A row the cutoff falls inside keeps its younger messages under their oldest time (same
+    /// LSN), past the cutoff, and their idempotency answers stay.
+    #[test]
+    fn a_partly_expired_row_is_written_back_under_its_oldest_remaining_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::builder(dir.path()).open().expect("fjall");
+        let ks = db
+            .keyspace("store", KeyspaceCreateOptions::default)
+            .expect("keyspace");
+        let item = |client_msg_id, ts_ms| l::Expiring {
+            user: user(1),
+            device: device(1),
+            client_msg_id,
+            ts_ms,
+        };
+        let items = [item(1, 1_000), item(2, 1_300), item(3, 1_200)];
+        let mut txn = Txn::new(&db, &ks);
+        txn.put(l::expiring(1_000, 7), l::expiring_value(&items, 1_000));
+        for id in 1..=3 {
+            txn.put(l::sent(user(1), device(1), id), vec![1]);
+        }
+        txn.commit().expect("commit");
+
+        let retention = Retention {
+            offline_ttl_ms: 100,
+            ..Retention::default()
+        };
+        let mut report = SweepReport::default();
+        expire_sent(&mut txn, &retention, 1_101, &mut report).expect("sweep");
+        txn.commit().expect("commit");
+        assert_eq!(report.sent_records_deleted, 1);
+        let rows: Vec<_> = ks
+            .prefix([l::SENT_BY_TIME])
+            .map(|guard| guard.into_inner().expect("row"))
+            .collect();
+        let kept = [item(2, 1_300), item(3, 1_200)];
+        assert_eq!(rows.len(), 1, "one row: {rows:?}");
+        assert_eq!(rows[0].0.as_ref(), l::expiring(1_200, 7).as_ref());
+        assert_eq!(rows[0].1.as_ref(), l::expiring_value(&kept, 1_200));
+        let answered: Vec<u64> = (1..=3)
+            .filter(|&id| {
+                ks.get(l::sent(user(1), device(1), id))
+                    .expect("get")
+                    .is_some()
+            })
+            .collect();
+        assert_eq!(answered, [2, 3]);
+    }
 }
