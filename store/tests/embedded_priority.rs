@@ -32,32 +32,30 @@ fn threads() -> Vec<(String, i32)> {
 #[test]
 fn background_threads_run_at_the_lowered_priority_and_the_ack_path_does_not() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let too_high = EmbeddedOptions {
-        background_nice: 20,
-        ..EmbeddedOptions::default()
-    };
-    assert!(matches!(
-        EmbeddedStore::open(dir.path(), too_high),
-        Err(OpenError::Options(_))
-    ));
-
-    let no_workers = EmbeddedOptions {
-        index_workers: 0,
-        ..EmbeddedOptions::default()
-    };
-    assert!(matches!(
-        EmbeddedStore::open(dir.path(), no_workers),
-        Err(OpenError::Options(_))
-    ));
-
-    let too_many = EmbeddedOptions {
-        index_workers: 65,
-        ..EmbeddedOptions::default()
-    };
-    assert!(matches!(
-        EmbeddedStore::open(dir.path(), too_many),
-        Err(OpenError::Options(_))
-    ));
+    let refused = [
+        EmbeddedOptions {
+            background_nice: 20,
+            ..EmbeddedOptions::default()
+        },
+        EmbeddedOptions {
+            index_workers: 0,
+            ..EmbeddedOptions::default()
+        },
+        EmbeddedOptions {
+            index_workers: 65,
+            ..EmbeddedOptions::default()
+        },
+    ];
+    for options in refused {
+        let what = format!("{options:?}");
+        assert!(
+            matches!(
+                EmbeddedStore::open(dir.path(), options),
+                Err(OpenError::Options(_))
+            ),
+            "{what}"
+        );
+    }
 
     // Neither the store's default (4) nor fjall's own on any machine (its core count, up to 4).
     let index_workers = 5;

@@ -57,11 +57,8 @@ pub(crate) fn apply_batch(
             Mutation::DeleteAttachment(id) => attachments::delete(txn, *id)?,
         }
     }
-    if let Some(oldest) = scratch.expiring.iter().map(|e| e.ts_ms).min() {
-        txn.put_blind(
-            l::expiring(oldest, lsn),
-            l::expiring_value(&scratch.expiring, oldest),
-        );
+    if let Some((key, value)) = l::expiring_row(&scratch.expiring, lsn) {
+        txn.put_blind(key, value);
     }
     Ok(())
 }

@@ -139,13 +139,29 @@ pub(crate) fn sent(u: UserId, d: DeviceId, client_msg_id: u64) -> Key {
         .with(&client_msg_id.to_be_bytes())
 }
 
-/// The expiry row of the messages in log record `lsn`, keyed by the oldest one's time: one row
+/// The key of an expiry row: `t`, the oldest message's time, the log record's LSN. One row
 /// per record rather than per message (a fjall insert per message was ~15% of the gateway's
-/// CPU at 100k messages/s), and a sweep reaches it as soon as any of them may expire.
-pub(crate) fn expiring(oldest_ts: Millis, lsn: Lsn) -> Key {
+/// CPU at 100k messages/s), and a sweep reaches it as soon as any of its messages may expire.
+fn expiring_key(oldest_ts: Millis, lsn: Lsn) -> Key {
     Key::new(SENT_BY_TIME)
         .with(&oldest_ts.to_be_bytes())
         .with(&lsn.to_be_bytes())
+}
+
+/// The expiry row (key, value) of `items`, the messages of log record `lsn`; `None` if there
+/// are none. The value holds each message as user, device, `client_msg_id` and its time after
+/// the key's (the oldest).
+pub(crate) fn expiring_row(items: &[Expiring], lsn: Lsn) -> Option<(Key, Vec<u8>)> {
+    let oldest = items.iter().map(|e| e.ts_ms).min()?;
+    let mut out = Vec::with_capacity(items.len() * (UserId::SIZE + DeviceId::SIZE + 4));
+    let mut e = Enc(&mut out);
+    for item in items {
+        e.raw(item.user.as_bytes());
+        e.raw(item.device.as_bytes());
+        e.var(item.client_msg_id);
+        e.var(item.ts_ms - oldest);
+    }
+    Some((expiring_key(oldest, lsn), out))
 }
 
 /// The length of an expiry key written before rows were per record: `t`, ts, user, device,
@@ -161,22 +177,7 @@ pub(crate) struct Expiring {
     pub(crate) ts_ms: Millis,
 }
 
-/// The value of an [`expiring`] row: each message as user, device, `client_msg_id` and its time
-/// after `oldest_ts`, the key's. `items` must not be empty and none may be older.
-pub(crate) fn expiring_value(items: &[Expiring], oldest_ts: Millis) -> Vec<u8> {
-    let mut out = Vec::with_capacity(items.len() * (UserId::SIZE + DeviceId::SIZE + 4));
-    let mut e = Enc(&mut out);
-    for item in items {
-        debug_assert!(item.ts_ms >= oldest_ts, "the key's time is the oldest");
-        e.raw(item.user.as_bytes());
-        e.raw(item.device.as_bytes());
-        e.var(item.client_msg_id);
-        e.var(item.ts_ms.saturating_sub(oldest_ts));
-    }
-    out
-}
-
-/// Decodes an [`expiring`] row's value (appending to `out`).
+/// Decodes an [`expiring_row`] value whose key holds `oldest_ts` (appending to `out`).
 pub(crate) fn read_expiring(
     bytes: &[u8],
     oldest_ts: Millis,

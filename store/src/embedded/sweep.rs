@@ -198,8 +198,8 @@ fn expire_sent(
                 }
                 !expired
             });
-            if let Some(oldest) = items.iter().map(|e| e.ts_ms).min() {
-                txn.put(l::expiring(oldest, lsn), l::expiring_value(&items, oldest));
+            if let Some((key, value)) = l::expiring_row(&items, lsn) {
+                txn.put(key, value);
             }
         }
         if txn.len() >= COMMIT_EVERY {
@@ -211,11 +211,10 @@ fn expire_sent(
 
 #[cfg(test)]
 mod tests {
-    use fjall::{Database, KeyspaceCreateOptions};
-    use wire::ids::{ChatId, DeviceId, MessageId, UserId};
+    use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+    use wire::ids::{DeviceId, UserId};
 
     use super::*;
-    use crate::model::SentRecord;
 
     fn user(id: u64) -> UserId {
         UserId::new(id).expect("valid user")
@@ -225,22 +224,51 @@ mod tests {
         DeviceId::new(id).expect("valid device")
     }
 
-    /// An index written before expiry rows were per record holds one `t` row per message
-    /// (ts, user, device, `client_msg_id`; empty value): a sweep still expires those, beside
-    /// rows of the current shape, and counts each message once.
-    #[test]
-    fn legacy_per_message_expiry_rows_still_expire() {
+    /// User 1's device 1's message `client_msg_id`, sent at `ts_ms`.
+    fn item(client_msg_id: u64, ts_ms: Millis) -> l::Expiring {
+        l::Expiring {
+            user: user(1),
+            device: device(1),
+            client_msg_id,
+            ts_ms,
+        }
+    }
+
+    /// An empty index in a temp dir.
+    fn index() -> (tempfile::TempDir, Database, Keyspace) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Database::builder(dir.path()).open().expect("fjall");
         let ks = db
             .keyspace("store", KeyspaceCreateOptions::default)
             .expect("keyspace");
-        let record = |seq| SentRecord {
-            chat: ChatId::direct(user(1), user(2)),
-            seq,
-            server_msg_id: MessageId::new(u128::from(seq)).expect("nonzero"),
-            ts_ms: 1_000,
+        (dir, db, ks)
+    }
+
+    /// Idempotency answers (any value: expiry never reads them) for user 1's device 1.
+    fn put_answers(txn: &mut Txn<'_>, ids: impl IntoIterator<Item = u64>) {
+        for id in ids {
+            txn.put(l::sent(user(1), device(1), id), vec![1]);
+        }
+    }
+
+    /// Expires with an offline TTL of 100 ms as of `now`, committed; the answers deleted.
+    fn expire_at(txn: &mut Txn<'_>, now: Millis) -> u64 {
+        let retention = Retention {
+            offline_ttl_ms: 100,
+            ..Retention::default()
         };
+        let mut report = SweepReport::default();
+        expire_sent(txn, &retention, now, &mut report).expect("sweep");
+        txn.commit().expect("commit");
+        report.sent_records_deleted
+    }
+
+    /// An index written before expiry rows were per record holds one `t` row per message
+    /// (ts, user, device, `client_msg_id`; empty value): a sweep still expires those, beside
+    /// rows of the current shape, and counts each message once.
+    #[test]
+    fn legacy_per_message_expiry_rows_still_expire() {
+        let (_dir, db, ks) = index();
         let mut txn = Txn::new(&db, &ks);
         let legacy = Key::new(l::SENT_BY_TIME)
             .with(&1_000u64.to_be_bytes())
@@ -249,31 +277,13 @@ mod tests {
             .with(&5u64.to_be_bytes());
         assert_eq!(legacy.as_ref().len(), l::LEGACY_EXPIRING_KEY_LEN);
         txn.put(legacy, Vec::new());
-        txn.put(l::sent(user(1), device(1), 5), l::sent_value(&record(1)));
-        let current = [l::Expiring {
-            user: user(1),
-            device: device(1),
-            client_msg_id: 6,
-            ts_ms: 1_000,
-        }];
-        txn.put(l::expiring(1_000, 9), l::expiring_value(&current, 1_000));
-        txn.put(l::sent(user(1), device(1), 6), l::sent_value(&record(2)));
+        let (key, value) = l::expiring_row(&[item(6, 1_000)], 9).expect("a row");
+        txn.put(key, value);
+        put_answers(&mut txn, [5, 6]);
         txn.commit().expect("commit");
 
-        let retention = Retention {
-            offline_ttl_ms: 100,
-            ..Retention::default()
-        };
-        let mut report = SweepReport::default();
-        expire_sent(&mut txn, &retention, 1_100, &mut report).expect("sweep");
-        txn.commit().expect("commit");
-        assert_eq!(
-            report.sent_records_deleted, 0,
-            "exactly the TTL old is kept"
-        );
-        expire_sent(&mut txn, &retention, 1_101, &mut report).expect("sweep");
-        txn.commit().expect("commit");
-        assert_eq!(report.sent_records_deleted, 2);
+        assert_eq!(expire_at(&mut txn, 1_100), 0, "exactly the TTL old is kept");
+        assert_eq!(expire_at(&mut txn, 1_101), 2);
         let left: Vec<_> = [l::SENT, l::SENT_BY_TIME]
             .iter()
             .flat_map(|&prefix| ks.prefix([prefix]))
@@ -286,41 +296,23 @@ mod tests {
     /// LSN), past the cutoff, and their idempotency answers stay.
     #[test]
     fn a_partly_expired_row_is_written_back_under_its_oldest_remaining_time() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Database::builder(dir.path()).open().expect("fjall");
-        let ks = db
-            .keyspace("store", KeyspaceCreateOptions::default)
-            .expect("keyspace");
-        let item = |client_msg_id, ts_ms| l::Expiring {
-            user: user(1),
-            device: device(1),
-            client_msg_id,
-            ts_ms,
-        };
-        let items = [item(1, 1_000), item(2, 1_300), item(3, 1_200)];
+        let (_dir, db, ks) = index();
         let mut txn = Txn::new(&db, &ks);
-        txn.put(l::expiring(1_000, 7), l::expiring_value(&items, 1_000));
-        for id in 1..=3 {
-            txn.put(l::sent(user(1), device(1), id), vec![1]);
-        }
+        let all = [item(1, 1_000), item(2, 1_300), item(3, 1_200)];
+        let (key, value) = l::expiring_row(&all, 7).expect("a row");
+        txn.put(key, value);
+        put_answers(&mut txn, 1..=3);
         txn.commit().expect("commit");
 
-        let retention = Retention {
-            offline_ttl_ms: 100,
-            ..Retention::default()
-        };
-        let mut report = SweepReport::default();
-        expire_sent(&mut txn, &retention, 1_101, &mut report).expect("sweep");
-        txn.commit().expect("commit");
-        assert_eq!(report.sent_records_deleted, 1);
+        assert_eq!(expire_at(&mut txn, 1_101), 1);
         let rows: Vec<_> = ks
             .prefix([l::SENT_BY_TIME])
             .map(|guard| guard.into_inner().expect("row"))
             .collect();
-        let kept = [item(2, 1_300), item(3, 1_200)];
+        let (key, value) = l::expiring_row(&[item(2, 1_300), item(3, 1_200)], 7).expect("a row");
         assert_eq!(rows.len(), 1, "one row: {rows:?}");
-        assert_eq!(rows[0].0.as_ref(), l::expiring(1_200, 7).as_ref());
-        assert_eq!(rows[0].1.as_ref(), l::expiring_value(&kept, 1_200));
+        assert_eq!(rows[0].0.as_ref(), key.as_ref(), "keyed by 1,200 and LSN 7");
+        assert_eq!(rows[0].1.as_ref(), value);
         let answered: Vec<u64> = (1..=3)
             .filter(|&id| {
                 ks.get(l::sent(user(1), device(1), id))
