@@ -498,10 +498,8 @@ impl Gateway {
     /// When the upgrade does not succeed or no `SyncDone` comes.
     pub fn connect(&self, user: u64, device: u64) -> WsClient {
         let mut client = self.connect_unsynced(user, device);
-        match client.expect_msg(IO_TIMEOUT) {
-            ws::ServerMsg::Other(text) if text.starts_with("SyncDone") => client,
-            other => panic!("expected SyncDone first, got {other:?}"),
-        }
+        client.expect_empty_sync(IO_TIMEOUT);
+        client
     }
 
     /// A connected client for (user, device), before anything the server sends.

@@ -408,6 +408,19 @@ impl WsClient {
         }
     }
 
+    /// Reads a new connection's first message, which must be `SyncDone` (a device with nothing
+    /// owed, before it sends anything: the sync runs beside requests, so once one is sent its
+    /// `Result` may come before or after `SyncDone`).
+    ///
+    /// # Panics
+    /// On anything else within `timeout`.
+    pub fn expect_empty_sync(&mut self, timeout: Duration) {
+        match self.expect_msg(timeout) {
+            ServerMsg::Other(text) if text.starts_with("SyncDone") => {}
+            other => panic!("expected SyncDone first, got {other:?}"),
+        }
+    }
+
     /// The next message, which must be a `Result`: `(request_id, code, reason)`.
     ///
     /// # Panics
@@ -470,16 +483,29 @@ impl WsClient {
     }
 
     /// Sends a harmless request (`SetPresence`) and asserts its `Result` comes back: the
-    /// connection is alive and served.
+    /// connection is alive and served. On a new connection the sync runs beside requests, so
+    /// one `SyncDone` may come before the `Result`.
     ///
     /// # Panics
-    /// When no matching `Result` arrives within `timeout`.
+    /// When no matching `Result` arrives within `timeout`, or anything else does.
     pub fn assert_served(&mut self, request_id: u64, timeout: Duration) {
         let frame = ClientFrame {
             request_id,
             request: wire::Request::SetPresence(wire::SetPresence { online: true }),
         };
-        let (id, code, reason) = self.request(&frame, timeout);
+        self.send_request(&frame).expect("sending a request");
+        let mut synced = false;
+        let (id, code, reason) = loop {
+            match self.expect_msg(timeout) {
+                ServerMsg::Result {
+                    request_id,
+                    code,
+                    reason,
+                } => break (request_id, code, reason),
+                ServerMsg::Other(text) if !synced && text.starts_with("SyncDone") => synced = true,
+                other => panic!("expected a Result, got {other:?}"),
+            }
+        };
         assert_eq!(id, request_id, "{code:?} {reason}");
     }
 }

@@ -34,11 +34,13 @@ fn bearer(gw: &Gateway, token: &str) -> Handshake {
     upgrade(gw, "/ws", &[("Authorization", &format!("Bearer {token}"))])
 }
 
-/// The connection is a working switchboard session: a request gets its `Result`.
+/// The connection is a working switchboard session: its sync ends (`SyncDone`, nothing is
+/// owed), then a request gets its `Result`.
 fn assert_works(handshake: Handshake, what: &str) {
     let Handshake::Upgraded(mut client) = handshake else {
         panic!("{what}: expected an upgrade, got {handshake:?}");
     };
+    client.expect_empty_sync(IO_TIMEOUT);
     request_once(&mut client, what);
 }
 
