@@ -77,6 +77,8 @@ pub(crate) struct Device {
     pub(crate) pending: BTreeMap<u64, Pending>,
     /// Chats with deliveries not yet acked.
     pub(crate) unacked: Vec<ChatId>,
+    /// A [`crate::live::engine::Timer::Ack`] is pending for this device.
+    pub(crate) ack_armed: bool,
     next_ack: u64,
     mask_state: u64,
 }
@@ -103,6 +105,7 @@ impl Device {
             chat_msgs: HashMap::new(),
             pending: BTreeMap::new(),
             unacked: Vec::new(),
+            ack_armed: false,
             next_ack: 0,
             mask_state: splitmix(u64::from(g)) | 1,
         }

@@ -82,6 +82,9 @@ pub(crate) enum Timer {
     Deadline { dev: u32, attempt: u32 },
     /// Churn event `n` of the scenario.
     Churn { n: u32 },
+    /// Local device `dev` acks what it has received (`receipt_interval_ms` after its first
+    /// unacked delivery).
+    Ack { dev: u32 },
 }
 
 /// A churn event's devices and when the last of them was synced again.
@@ -118,7 +121,6 @@ pub(crate) struct Engine {
     pub(crate) send_end_ns: u64,
     pub(crate) next_tick_ns: u64,
     pub(crate) second: u64,
-    pub(crate) next_ack_ns: u64,
     pub(crate) storms: Vec<Storm>,
     /// Devices not yet live or failed in the initial connect.
     pub(crate) initial_left: u32,
@@ -158,7 +160,6 @@ impl Engine {
             send_end_ns: u64::MAX,
             next_tick_ns: u64::MAX,
             second: 0,
-            next_ack_ns: u64::MAX,
             storms: Vec::new(),
             initial_left: n as u32,
             creates_left: 0,
@@ -219,10 +220,6 @@ impl Engine {
         }
         self.send_due();
         self.churn_due(now);
-        if now >= self.next_ack_ns {
-            self.ack_all();
-            self.next_ack_ns = now + self.setup.scenario.receipt_interval_ms * 1_000_000;
-        }
         while now >= self.next_tick_ns {
             let line = self.stats.tick(self.second, self.live.len() as u64);
             say(line);
@@ -249,11 +246,7 @@ impl Engine {
             .as_ref()
             .and_then(Schedule::peek)
             .unwrap_or(u64::MAX);
-        timer
-            .min(send)
-            .min(churn)
-            .min(self.next_tick_ns)
-            .min(self.next_ack_ns)
+        timer.min(send).min(churn).min(self.next_tick_ns)
     }
 
     fn command(&mut self, command: Command, say: &mut dyn FnMut(WorkerLine)) -> Result<()> {
@@ -377,9 +370,6 @@ impl Engine {
         self.storms = vec![Storm::default(); s.churn.events.len()];
         self.t0_ns = t0_ns;
         self.next_tick_ns = t0_ns + SECOND_NS;
-        if s.receipts != crate::live::scenario::Receipts::None {
-            self.next_ack_ns = t0_ns;
-        }
         self.stage = Stage::Running;
     }
 
@@ -388,6 +378,7 @@ impl Engine {
             Timer::Connect { dev, attempt } => self.connect_due(dev, attempt, now),
             Timer::Deadline { dev, attempt } => self.deadline(dev, attempt, now),
             Timer::Churn { n } => self.churn_event(n, now),
+            Timer::Ack { dev } => self.ack_due(dev, now),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! The fake speaks just enough of the protocol for direct chats: the upgrade (any token; the
 //! JWT's claims are read, not verified), `SyncDone`, `SendMessage` → a seq per chat, `Sent`,
 //! and one `NewMessage` to every other device of the chat's two users; any other request is
-//! answered `Ok`. One thread per connection reads the client's masked frames; deliveries are
+//! answered `Ok`. It notes, for every `Delivered`, how long after the earliest delivery it
+//! covers it came (a device's receipt timer; exact when each device has one chat). One thread per connection reads the client's masked frames; deliveries are
 //! written from the sender's thread under a lock per connection.
 
 // Latencies become f64 only to be compared in ms.
@@ -51,6 +52,8 @@ struct Mischief {
 }
 
 type Writer = Arc<Mutex<TcpStream>>;
+/// Per device (user, device): the seqs written to it and not yet acked, and when.
+type Unacked = HashMap<(u64, u64), Vec<(u64, Instant)>>;
 /// A delivery held back: its recipient (user, device) and frame.
 type Held = ((u64, u64), Vec<u8>);
 
@@ -60,20 +63,30 @@ struct Shared {
     seqs: Mutex<HashMap<ChatId, u64>>,
     deliveries: AtomicU64,
     held: Mutex<Option<Held>>,
+    /// Per device, the seqs written to it and not yet covered by a `Delivered`, and when.
+    unacked: Mutex<Unacked>,
+    /// Per `Delivered`: its device and how long after the earliest delivery it covers it came.
+    acks: Mutex<Vec<((u64, u64), Duration)>>,
 }
 
 /// Starts the fake on 127.0.0.1:0; it lives until the test process ends.
 fn start(mischief: Mischief) -> SocketAddr {
+    start_shared(mischief).0
+}
+
+/// [`start`], also returning what the fake records.
+fn start_shared(mischief: Mischief) -> (SocketAddr, Arc<Shared>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shared = Arc::new(Shared::default());
+    let recorded = Arc::clone(&shared);
     std::thread::spawn(move || {
         for stream in listener.incoming().map_while(Result::ok) {
             let (shared, mischief) = (Arc::clone(&shared), mischief.clone());
             std::thread::spawn(move || serve(stream, &shared, &mischief));
         }
     });
-    addr
+    (addr, recorded)
 }
 
 fn serve(stream: TcpStream, shared: &Shared, mischief: &Mischief) {
@@ -140,7 +153,19 @@ fn serve(stream: TcpStream, shared: &Shared, mischief: &Mischief) {
             let mut frame = Vec::new();
             enc.encode_ws(&ServerFrame::NewMessage(message), &mut frame)
                 .expect("encodes");
-            deliver(shared, mischief, m.chat, me, &frame);
+            deliver(shared, mischief, (m.chat, seq), me, &frame);
+        } else if let Request::Delivered(ack) = frame.request {
+            let mut unacked = lock(&shared.unacked);
+            let pending = unacked.entry(me).or_default();
+            let earliest = pending
+                .iter()
+                .filter(|(seq, _)| *seq <= ack.up_to_seq)
+                .map(|(_, at)| *at)
+                .min();
+            pending.retain(|(seq, _)| *seq > ack.up_to_seq);
+            if let Some(at) = earliest {
+                lock(&shared.acks).push((me, at.elapsed()));
+            }
         }
         let mut answer = Vec::new();
         enc.encode_ws(&ServerFrame::Result(result), &mut answer)
@@ -151,8 +176,15 @@ fn serve(stream: TcpStream, shared: &Shared, mischief: &Mischief) {
     }
 }
 
-/// Sends `frame` to every device of the chat's users but the sender's, with the mischief.
-fn deliver(shared: &Shared, mischief: &Mischief, chat: ChatId, sender: (u64, u64), frame: &[u8]) {
+/// Sends `frame` (entry `seq` of `chat`) to every device of the chat's users but the
+/// sender's, with the mischief.
+fn deliver(
+    shared: &Shared,
+    mischief: &Mischief,
+    (chat, seq): (ChatId, u64),
+    sender: (u64, u64),
+    frame: &[u8],
+) {
     let (a, b) = chat
         .direct_users()
         .expect("the fake serves direct chats only");
@@ -171,6 +203,10 @@ fn deliver(shared: &Shared, mischief: &Mischief, chat: ChatId, sender: (u64, u64
             *lock(&shared.held) = Some((device, frame.to_vec()));
             continue;
         }
+        lock(&shared.unacked)
+            .entry(device)
+            .or_default()
+            .push((seq, Instant::now()));
         let _ = w.write_all(frame);
         if mischief.duplicate == Some(n) {
             let _ = w.write_all(frame);
@@ -271,6 +307,7 @@ fn run_in_process(addr: SocketAddr, scenario: &str, grace: Duration) -> Outcome 
         })
         .collect::<anyhow::Result<Vec<_>>>()
         .expect("tokens");
+    let all = u64::from(plan.devices());
     let setup = Setup {
         scenario,
         plan,
@@ -308,10 +345,8 @@ fn run_in_process(addr: SocketAddr, scenario: &str, grace: Duration) -> Outcome 
     let send = |c: Command| commands.send(c).expect("engine alive");
     send(Command::Connect);
     let connected = until(&lines, |l| matches!(l, WorkerLine::Connected { .. }));
-    assert!(
-        connected.contains(&WorkerLine::Connected { ok: 2, failed: 0 }),
-        "{connected:?}"
-    );
+    let want = WorkerLine::Connected { ok: all, failed: 0 };
+    assert!(connected.contains(&want), "{connected:?}");
     send(Command::Setup);
     until(&lines, |l| *l == WorkerLine::SetupDone);
     let t0 = crate::live::clock::now_ns() + 100_000_000;
@@ -429,4 +464,29 @@ fn the_ledger_catches_what_a_faulty_gateway_does() {
     let out = run_in_process(faulty, &pair(100, 1.0), Duration::from_millis(300));
     let f = out.ledger;
     assert_eq!((f.lost, f.dup, f.order, f.phantom), (1, 1, 1, 0), "{f:?}");
+}
+
+#[test]
+fn each_device_acks_on_its_own_timer_after_its_first_unacked_delivery() {
+    // Two users in one direct chat at 100 msg/s for 1.5 s, acking every 200 ms. A device acks `receipt_interval_ms` after the earliest delivery its ack
+    // covers, never sooner: a tick shared by every device would ack some deliveries within a
+    // few ms of their arrival (and send every device's acks in one burst).
+    let (addr, shared) = start_shared(Mischief::default());
+    let scenario = "users = 2\ncontacts_per_user = 1\ndirect_share = 1.0\nrate_per_s = 100\n\
+                    arrivals = \"uniform\"\nramp_up_s = 0.1\nwarmup_s = 0\nduration_s = 1.5\n\
+                    receipts = \"delivered\"\nreceipt_interval_ms = 200\n";
+    let out = run_in_process(addr, scenario, Duration::from_millis(500));
+    assert!(!out.ledger.any(), "{:?}", out.ledger);
+    let acks = lock(&shared.acks).clone();
+    let devices: std::collections::HashSet<_> = acks.iter().map(|(d, _)| *d).collect();
+    assert_eq!(devices.len(), 2, "both devices acked: {acks:?}");
+    assert!(
+        acks.len() >= 2 * 4,
+        "each device acked repeatedly: {acks:?}"
+    );
+    let early: Vec<_> = acks
+        .iter()
+        .filter(|(_, gap)| *gap < Duration::from_millis(200))
+        .collect();
+    assert!(early.is_empty(), "acked sooner than its timer: {early:?}");
 }

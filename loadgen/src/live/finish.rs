@@ -22,7 +22,6 @@ impl Engine {
     /// After the grace period: final figures and the sender side of the ledger.
     pub(crate) fn finish(&mut self, say: &mut dyn FnMut(WorkerLine)) {
         self.next_tick_ns = u64::MAX;
-        self.next_ack_ns = u64::MAX;
         for d in &mut self.devices {
             if !d.is_live() && d.status != Status::Failed {
                 self.stats.counts.devices_offline_at_end += 1;

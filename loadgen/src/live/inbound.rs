@@ -11,9 +11,11 @@ use wire::ws::{OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG};
 use wire::{ChatId, DeviceId, ErrorCode, Payload, ServerFrame, UserId};
 
 use crate::live::body::Stamp;
-use crate::live::clock::us_between;
+use std::cmp::Reverse;
+
+use crate::live::clock::{now_ns, us_between};
 use crate::live::device::{ACK_TAG, CREATE_TAG};
-use crate::live::engine::Engine;
+use crate::live::engine::{Engine, Timer};
 use crate::live::ledger::Arrival;
 use crate::live::protocol::WorkerLine;
 use crate::live::scenario::Receipts;
@@ -201,6 +203,11 @@ impl Engine {
         let d = &mut self.devices[dev as usize];
         if !d.unacked.contains(&chat) {
             d.unacked.push(chat);
+        }
+        if !d.ack_armed {
+            d.ack_armed = true;
+            let at = now_ns() + self.setup.scenario.receipt_interval_ms * 1_000_000;
+            self.timers.push(Reverse((at, Timer::Ack { dev })));
         }
     }
 

@@ -3,7 +3,7 @@
 //! Owns the choice of each send (a random live device of this worker, then a direct chat with
 //! one of its user's peers or one of its user's groups by the scenario's share, a body size
 //! from its distribution), churn (devices taken offline at random times or in mass events)
-//! and the periodic acks. A send is written as soon as it is due; how late it left versus
+//! and each device's acks (per-device timers). A send is written as soon as it is due; how late it left versus
 //! its intended time is recorded, and its latency is later measured from the intended time.
 //! When no device of this worker is live at a send's time, the send is counted as skipped.
 
@@ -13,7 +13,9 @@ use wire::ChatId;
 
 use crate::live::clock::{now_ns, secs_to_ns, to_f64, to_u64, us_between};
 use crate::live::device::Status;
-use crate::live::engine::{Engine, Stage};
+use std::cmp::Reverse;
+
+use crate::live::engine::{Engine, Stage, Timer};
 use crate::live::scenario::Receipts;
 
 impl Engine {
@@ -97,16 +99,27 @@ impl Engine {
         }
     }
 
-    /// Acks every chat with new deliveries on every live device.
-    pub(crate) fn ack_all(&mut self) {
+    /// `dev`'s ack timer: a live device acks every chat with new deliveries (`Delivered`, and
+    /// `Read` with `receipts = "read"`). Each device keeps its own timer, armed by its first
+    /// unacked delivery, as real clients batch their acks; they are not synchronized across
+    /// devices (one instant for every device made every `receipt_interval_ms` a burst of acks
+    /// that measured the burst, not the gateway).
+    pub(crate) fn ack_due(&mut self, dev: u32, now: u64) {
         let read = self.setup.scenario.receipts == Receipts::Read;
-        for &dev in &self.live {
-            let d = &mut self.devices[dev as usize];
-            if d.unacked.is_empty() || d.status != Status::Live {
-                continue;
-            }
+        let acking = matches!(self.stage, Stage::Running | Stage::Drained);
+        let d = &mut self.devices[dev as usize];
+        d.ack_armed = false;
+        if d.unacked.is_empty() || self.stage == Stage::Finished {
+            return;
+        }
+        if acking && d.status == Status::Live {
             self.stats.counts.acks_sent += d.ack(&mut self.enc, read);
             self.dirty.push(dev);
+        } else {
+            // Not yet (before the load starts) or not now (offline): ask again later.
+            d.ack_armed = true;
+            let at = now + self.setup.scenario.receipt_interval_ms * 1_000_000;
+            self.timers.push(Reverse((at, Timer::Ack { dev })));
         }
     }
 }

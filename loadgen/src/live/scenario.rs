@@ -54,7 +54,9 @@ pub(crate) struct Scenario {
     /// Receipts devices send as they get messages.
     #[serde(default)]
     pub(crate) receipts: Receipts,
-    /// How often a device acks each chat with new messages (when receipts are on).
+    /// How long a device holds its acks (when receipts are on): it acks every chat with new
+    /// messages this long after the first delivery it has not acked yet. Each device keeps
+    /// its own timer, so acks are not synchronized across devices.
     #[serde(default = "receipt_interval_ms")]
     pub(crate) receipt_interval_ms: u64,
     /// Devices connect evenly over this many seconds before the load starts.
