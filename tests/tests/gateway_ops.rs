@@ -123,6 +123,61 @@ fn store_log_sync_counters_move_with_durable_sends() {
 
 /// `store_index_dir` puts the store's index outside the data dir; a restart with the same
 /// value serves what was stored.
+/// (thread name, nice value) of every thread of process `pid`.
+fn thread_nice(pid: u32) -> Vec<(String, i64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the gateway's threads");
+    let mut threads = Vec::new();
+    for task in tasks {
+        let stat = std::fs::read_to_string(task.expect("a thread").path().join("stat"));
+        // A thread that ended since the listing has no stat; it is not one we look for.
+        let Ok(stat) = stat else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            panic!("unexpected stat: {stat}");
+        };
+        // After the name: state is field 3, nice is field 19.
+        let nice = stat[close + 1..]
+            .split_whitespace()
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no nice in {stat}"));
+        threads.push((stat[open + 1..close].to_owned(), nice));
+    }
+    threads
+}
+
+#[test]
+fn the_store_index_threads_yield_the_cpu_by_default() {
+    // The applier and fjall's workers run at nice 19 unless configured; what acknowledgements
+    // and deliveries wait for (executors, the log writer, readers) stays at 0.
+    let gw = Gateway::start();
+    let threads = thread_nice(gw.pid());
+    let nice_of = |prefix: &str| -> Vec<i64> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    assert_eq!(nice_of("store-applier"), [19], "{threads:?}");
+    let workers = nice_of("fjall:worker");
+    assert!(!workers.is_empty(), "{threads:?}");
+    assert!(workers.iter().all(|&n| n == 19), "{threads:?}");
+    for foreground in ["log-writer", "store-reader", "switchboard"] {
+        let nice = nice_of(foreground);
+        assert!(!nice.is_empty(), "no {foreground} thread in {threads:?}");
+        assert!(nice.iter().all(|&n| n == 0), "{threads:?}");
+    }
+    drop(gw);
+    let gw = Gateway::builder()
+        .env("SWITCHBOARD_STORE_BACKGROUND_NICE", "0")
+        .start();
+    let threads = thread_nice(gw.pid());
+    assert!(
+        threads.iter().all(|(_, nice)| *nice == 0),
+        "configured 0: {threads:?}"
+    );
+}
+
 #[test]
 fn the_store_index_lives_in_store_index_dir_when_set() {
     let data = tempfile::tempdir().expect("data dir");
@@ -318,6 +373,7 @@ fn config_prints_every_key_with_the_documented_defaults() {
     }
     assert_eq!(int(&t, "send_queue_bytes_max"), 262_144, "{t}");
     assert_eq!(int(&t, "jwt_leeway_s"), 5, "{t}");
+    assert_eq!(int(&t, "store_background_nice"), 19, "{t}");
     assert_eq!(
         t.get("data_dir").and_then(toml::Value::as_str),
         Some(data.as_str()),
