@@ -68,9 +68,10 @@ pub struct Config {
     /// compaction workers): above 0 they yield the CPU to the executors and the log writer.
     /// Default 19: the index's work is bounded by the store's apply backlog, and the CPU it
     /// takes in bursts (compactions) otherwise delays every message behind it. Measured with
-    /// `loadgen live` on one gateway CPU (2,000 users, 1:1), 19 against 0, alternated: p99
-    /// 29–36 ms against 91–97 ms at 8,000 msg/s, 142 against 239 ms at 10,000; at 15,000
-    /// (overload) 13.7k against 14.6k deliveries/s; 1:1 `messaging` bench within 1–5%.
+    /// `loadgen live` on one gateway CPU (2,000 users, 1:1), alternated, 3 rounds: p99 at
+    /// 8,000 msg/s 29–45 ms (median 36) at 19, 25–73 ms (41) at 10, 82–97 ms (91) at 0. At
+    /// 15,000 offered (overload) no consistent loss: 13.7k and 15.0k deliveries/s at 19
+    /// against 14.6k and 14.7k at 0. The 1:1 `messaging` bench moved within its noise.
     pub store_background_nice: i32,
     /// Where the store's index lives. Unset: `<data_dir>/store/index`. On a host with a
     /// second disk, put it there: the index writes about 3× the log's bytes, and on a shared
