@@ -7,12 +7,12 @@
 //! buffer is released before the engine's state is touched. Unknown frames from a newer
 //! server are skipped (PROTOCOL.md §5.6); invalid ones are counted as errors and skipped.
 
+use std::cmp::Reverse;
+
 use wire::ws::{OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG};
 use wire::{ChatId, DeviceId, ErrorCode, Payload, ServerFrame, UserId};
 
 use crate::live::body::Stamp;
-use std::cmp::Reverse;
-
 use crate::live::clock::{now_ns, us_between};
 use crate::live::device::{ACK_TAG, CREATE_TAG};
 use crate::live::engine::{Engine, Timer};

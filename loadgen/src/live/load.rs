@@ -3,9 +3,12 @@
 //! Owns the choice of each send (a random live device of this worker, then a direct chat with
 //! one of its user's peers or one of its user's groups by the scenario's share, a body size
 //! from its distribution), churn (devices taken offline at random times or in mass events)
-//! and each device's acks (per-device timers). A send is written as soon as it is due; how late it left versus
-//! its intended time is recorded, and its latency is later measured from the intended time.
+//! and each device's acks (on per-device timers). A send is written as soon as it is due; how
+//! late it left versus its intended time is recorded, and its latency is later measured from
+//! the intended time.
 //! When no device of this worker is live at a send's time, the send is counted as skipped.
+
+use std::cmp::Reverse;
 
 use rand::Rng;
 use rand::seq::IndexedRandom;
@@ -13,8 +16,6 @@ use wire::ChatId;
 
 use crate::live::clock::{now_ns, secs_to_ns, to_f64, to_u64, us_between};
 use crate::live::device::Status;
-use std::cmp::Reverse;
-
 use crate::live::engine::{Engine, Stage, Timer};
 use crate::live::scenario::Receipts;
 
