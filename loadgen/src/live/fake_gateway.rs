@@ -7,8 +7,9 @@
 //! JWT's claims are read, not verified), `SyncDone`, `SendMessage` → a seq per chat, `Sent`,
 //! and one `NewMessage` to every other device of the chat's two users; any other request is
 //! answered `Ok`. It notes, for every `Delivered`, how long after the earliest delivery it
-//! covers it came (a device's receipt timer; exact when each device has one chat). One thread per connection reads the client's masked frames; deliveries are
-//! written from the sender's thread under a lock per connection.
+//! covers it came (a device's receipt timer; exact when each device has one chat). One thread
+//! per connection reads the client's masked frames; deliveries are written from the sender's
+//! thread under a lock per connection.
 
 // Latencies become f64 only to be compared in ms.
 #![allow(clippy::cast_precision_loss)]
@@ -52,7 +53,8 @@ struct Mischief {
 }
 
 type Writer = Arc<Mutex<TcpStream>>;
-/// Per device (user, device): the seqs written to it and not yet acked, and when.
+/// Per device (user, device): the seqs written to it and not yet covered by a `Delivered`, and
+/// when.
 type Unacked = HashMap<(u64, u64), Vec<(u64, Instant)>>;
 /// A delivery held back: its recipient (user, device) and frame.
 type Held = ((u64, u64), Vec<u8>);
@@ -63,7 +65,6 @@ struct Shared {
     seqs: Mutex<HashMap<ChatId, u64>>,
     deliveries: AtomicU64,
     held: Mutex<Option<Held>>,
-    /// Per device, the seqs written to it and not yet covered by a `Delivered`, and when.
     unacked: Mutex<Unacked>,
     /// Per `Delivered`: its device and how long after the earliest delivery it covers it came.
     acks: Mutex<Vec<((u64, u64), Duration)>>,
