@@ -3,12 +3,19 @@
 //! ack latency at a fixed offered rate of 100,000 records/s (printed after criterion's runs).
 //!
 //! Goals (issue 5): at least 100,000 records/s; ack p99 at most 10 ms at 100,000/s.
+//!
+//! Printed last: what one sync costs on this disk when the write grows the file (as the log's
+//! segments grow today: `fdatasync` then writes the inode too) against overwriting a file
+//! already zero-filled and synced (data only: what preallocated or recycled segments would
+//! give); sync latency and the syncing thread's CPU per sync, two rounds alternated.
 //! The log lives under cargo's target tmp dir (a real disk, not tmpfs: fdatasync must cost
 //! what it costs). Compare figures as ratios within one run; this machine is noisy.
 // criterion's macros generate undocumented public functions.
 #![allow(missing_docs)]
 
 use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::{Seek as _, SeekFrom, Write as _};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -153,6 +160,65 @@ fn paced_producer(
     waiter.join().expect("waiter")
 }
 
+/// Bytes per write in the sync-cost comparison (a batch of about 20 framed records).
+const SYNC_WRITE_BYTES: usize = 4096;
+
+/// The calling thread's CPU time so far.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// `syncs` × (one write + `fdatasync`), growing a new file or overwriting a zero-filled one.
+fn sync_cost(syncs: usize) {
+    for round in 1..=2 {
+        for preallocated in [false, true] {
+            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir on disk");
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(dir.path().join("segment"))
+                .expect("create");
+            if preallocated {
+                let zeros = vec![0u8; 1 << 20];
+                for _ in 0..(syncs * SYNC_WRITE_BYTES).div_ceil(zeros.len()) {
+                    file.write_all(&zeros).expect("zero-fill");
+                }
+                file.sync_all().expect("sync the zeros");
+                file.seek(SeekFrom::Start(0)).expect("rewind");
+            }
+            let block = [0x5a_u8; SYNC_WRITE_BYTES];
+            let mut us = Histogram::<u64>::new(3).expect("histogram");
+            let cpu = thread_cpu();
+            for _ in 0..syncs {
+                file.write_all(&block).expect("write");
+                let start = Instant::now();
+                file.sync_data().expect("fdatasync");
+                us.saturating_record(
+                    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                );
+            }
+            let cpu_per_sync = thread_cpu().saturating_sub(cpu).as_micros() / syncs as u128;
+            println!(
+                "store_log/sync_cost {} (round {round}): {syncs} × ({SYNC_WRITE_BYTES} B write + \
+                 fdatasync): sync p50 {} µs, p99 {} µs, max {} µs; CPU per sync {cpu_per_sync} µs",
+                if preallocated {
+                    "overwriting a zero-filled file"
+                } else {
+                    "appending (file grows)"
+                },
+                us.value_at_quantile(0.5),
+                us.value_at_quantile(0.99),
+                us.max(),
+            );
+        }
+    }
+}
+
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     durable_append(&mut criterion);
@@ -164,5 +230,6 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(20);
         ack_latency_at_fixed_rate(100_000, secs);
+        sync_cost(3000);
     }
 }
