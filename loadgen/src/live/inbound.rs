@@ -7,15 +7,13 @@
 //! buffer is released before the engine's state is touched. Unknown frames from a newer
 //! server are skipped (PROTOCOL.md §5.6); invalid ones are counted as errors and skipped.
 
-use std::cmp::Reverse;
-
 use wire::ws::{OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG};
 use wire::{ChatId, DeviceId, ErrorCode, Payload, ServerFrame, UserId};
 
 use crate::live::body::Stamp;
-use crate::live::clock::{now_ns, us_between};
+use crate::live::clock::us_between;
 use crate::live::device::{ACK_TAG, CREATE_TAG};
-use crate::live::engine::{Engine, Timer};
+use crate::live::engine::Engine;
 use crate::live::ledger::Arrival;
 use crate::live::protocol::WorkerLine;
 use crate::live::scenario::Receipts;
@@ -145,7 +143,7 @@ impl Engine {
                 self.stats.counts.chat_updates += 1;
                 let d = &mut self.devices[dev as usize];
                 if d.inbox.on_event(chat, seq, None) == Arrival::New {
-                    self.mark_unacked(dev, chat);
+                    self.mark_unacked(dev, chat, now);
                 }
             }
             Inbound::Result {
@@ -193,10 +191,10 @@ impl Engine {
                 self.stats.counts.catchup_deliveries += 1;
             }
         }
-        self.mark_unacked(dev, chat);
+        self.mark_unacked(dev, chat, now);
     }
 
-    fn mark_unacked(&mut self, dev: u32, chat: ChatId) {
+    fn mark_unacked(&mut self, dev: u32, chat: ChatId, now: u64) {
         if self.setup.scenario.receipts == Receipts::None {
             return;
         }
@@ -205,9 +203,7 @@ impl Engine {
             d.unacked.push(chat);
         }
         if !d.ack_armed {
-            d.ack_armed = true;
-            let at = now_ns() + self.setup.scenario.receipt_interval_ms * 1_000_000;
-            self.timers.push(Reverse((at, Timer::Ack { dev })));
+            self.arm_ack(dev, now);
         }
     }
 

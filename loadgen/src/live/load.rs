@@ -118,9 +118,14 @@ impl Engine {
             self.dirty.push(dev);
         } else {
             // Not yet (before the load starts) or not now (offline): ask again later.
-            d.ack_armed = true;
-            let at = now + self.setup.scenario.receipt_interval_ms * 1_000_000;
-            self.timers.push(Reverse((at, Timer::Ack { dev })));
+            self.arm_ack(dev, now);
         }
+    }
+
+    /// Sets `dev`'s ack timer to go off `receipt_interval_ms` after `now`.
+    pub(crate) fn arm_ack(&mut self, dev: u32, now: u64) {
+        self.devices[dev as usize].ack_armed = true;
+        let at = now + self.setup.scenario.receipt_interval_ms * 1_000_000;
+        self.timers.push(Reverse((at, Timer::Ack { dev })));
     }
 }
