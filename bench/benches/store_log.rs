@@ -4,10 +4,10 @@
 //!
 //! Goals (issue 5): at least 100,000 records/s; ack p99 at most 10 ms at 100,000/s.
 //!
-//! Printed last: what one sync costs on this disk when the write grows the file (as the log's
-//! segments grow today: `fdatasync` then writes the inode too) against overwriting a file
-//! already zero-filled and synced (data only: what preallocated or recycled segments would
-//! give); sync latency and the syncing thread's CPU per sync, two rounds alternated.
+//! Printed last: what one sync costs on this disk when the write grows the file (as a log
+//! segment that is not prepared does: `fdatasync` then writes the inode too) against
+//! overwriting a file already zero-filled and synced (data only: what the log's prepared
+//! segments give); sync latency and the syncing thread's CPU per sync, two rounds alternated.
 //! The log lives under cargo's target tmp dir (a real disk, not tmpfs: fdatasync must cost
 //! what it costs). Compare figures as ratios within one run; this machine is noisy.
 // criterion's macros generate undocumented public functions.

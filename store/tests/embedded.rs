@@ -115,10 +115,12 @@ fn a_failed_sync_is_not_acknowledged_and_the_store_goes_read_only() {
     assert_eq!(page.entries.len(), 10, "every acked message is there");
 }
 
+/// The log's segment files (not a prepared next segment), oldest first.
 fn log_segments(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<_> = fs::read_dir(dir.join("log"))
         .expect("log dir")
         .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     files.sort();
     files
@@ -147,15 +149,14 @@ fn a_torn_log_tail_recovers_to_the_last_good_message() {
             block_on(store.write(message(seq))).expect("acked");
         }
     }
-    // Tear the newest segment in the middle of its last record and drop the index, as if the
-    // machine died before the index was persisted: everything comes back from the log.
+    // Tear the newest segment in the middle of its last record (its last 40 bytes of data never
+    // reached the disk: zeros, as in a prepared segment) and drop the index, as if the machine
+    // died before the index was persisted: everything comes back from the log.
     let newest = log_segments(dir.path()).pop().expect("a segment");
-    let len = fs::metadata(&newest).expect("meta").len();
-    File::options()
-        .write(true)
-        .open(&newest)
-        .and_then(|f| f.set_len(len - 40))
-        .expect("truncate");
+    let mut bytes = fs::read(&newest).expect("read the segment");
+    let data_end = bytes.iter().rposition(|&b| b != 0).expect("records") + 1;
+    bytes[data_end - 40..data_end].fill(0);
+    fs::write(&newest, bytes).expect("tear the segment");
     fs::remove_dir_all(dir.path().join("index")).expect("drop the index");
     let store = EmbeddedStore::open(dir.path(), no_checkpoints()).expect("recovers");
     assert!(
@@ -259,18 +260,20 @@ fn another_format_version_or_a_foreign_directory_is_refused() {
     let format = dir.path().join("FORMAT");
     assert_eq!(
         fs::read_to_string(&format).expect("FORMAT"),
-        "switchboard store format 1\n"
+        "switchboard store format 2\n"
     );
-    fs::write(&format, "switchboard store format 2\n").expect("write");
-    let error = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
-        .err()
-        .expect("refuses");
-    assert!(matches!(error, OpenError::Incompatible { .. }), "{error}");
-    let text = error.to_string();
-    assert!(
-        text.contains("format 2") && text.contains("format 1"),
-        "{text}"
-    );
+    for other in ["3", "0"] {
+        fs::write(&format, format!("switchboard store format {other}\n")).expect("write");
+        let error = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
+            .err()
+            .expect("refuses");
+        assert!(matches!(error, OpenError::Incompatible { .. }), "{error}");
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("format {other}")) && text.contains("format 2"),
+            "{text}"
+        );
+    }
 
     let foreign = tempfile::tempdir().expect("temp dir");
     fs::write(foreign.path().join("notes.txt"), "mine").expect("write");
@@ -278,6 +281,27 @@ fn another_format_version_or_a_foreign_directory_is_refused() {
         .err()
         .expect("refuses");
     assert!(matches!(error, OpenError::Foreign(_)), "{error}");
+}
+
+#[test]
+fn a_format_1_directory_is_upgraded_in_place_and_keeps_its_messages() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
+        for seq in 1..=3 {
+            block_on(store.write(message(seq))).expect("acked");
+        }
+    }
+    let format = dir.path().join("FORMAT");
+    fs::write(&format, "switchboard store format 1\n").expect("write");
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("upgrades");
+    assert_eq!(
+        fs::read_to_string(&format).expect("FORMAT"),
+        "switchboard store format 2\n"
+    );
+    assert_eq!(head(&store), 3);
+    block_on(store.write(message(4))).expect("acked");
+    assert_eq!(head(&store), 4);
 }
 
 #[test]

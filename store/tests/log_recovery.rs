@@ -146,21 +146,22 @@ fn a_foreign_file_or_a_future_version_refuses_to_open() {
     let original = fs::read(&segment).expect("read");
 
     let mut future = original.clone();
-    future[8..12].copy_from_slice(&2_u32.to_le_bytes());
+    future[8..12].copy_from_slice(&3_u32.to_le_bytes());
     fs::write(&segment, &future).expect("write");
     let error = Log::open(dir.path(), LogOptions::default()).expect_err("refuses");
     assert!(
         matches!(
             error,
             LogError::IncompatibleVersion {
-                found: 2,
-                supported: 1,
+                found: 3,
+                oldest: 1,
+                newest: 2,
                 ..
             }
         ),
         "{error}"
     );
-    assert!(error.to_string().contains("version 2"), "{error}");
+    assert!(error.to_string().contains("version 3"), "{error}");
 
     let mut foreign = original;
     foreign[..8].copy_from_slice(b"NOTALOG!");

@@ -70,12 +70,14 @@ fn append(
     entry: &Entry,
     scratch: &mut Scratch,
 ) -> Result<()> {
-    let mut meta = match index::chat_meta(txn, chat)? {
-        Some(meta) => meta,
-        None => create(txn, chat, entry),
-    };
-    meta.head = seq;
-    txn.put(l::chat(chat), meta.encode());
+    // The writer's gate admitted `seq` as the chat's head + 1: seq 1 creates the chat, and no
+    // other append needs to read anything. The head is a row of its own, so an append writes
+    // it without reading (and decoding, and rewriting) the chat's row.
+    if seq == 1 {
+        let meta = create(txn, chat, entry);
+        txn.put(l::chat(chat), meta.encode());
+    }
+    txn.put(l::head(chat), l::vars(&[seq]));
     scratch.entry.clear();
     encode_entry(&mut Enc(&mut scratch.entry), entry);
     txn.put_blind(l::entry(chat, seq), scratch.entry.as_slice());
@@ -108,7 +110,7 @@ fn create(txn: &mut Txn<'_>, chat: ChatId, first: &Entry) -> ChatMeta {
         name: String::new(),
         history: false,
         created_ms: first.ts_ms(),
-        head: 0,
+        head: 1,
     };
     if let (ChatKind::Direct, Some((a, b))) = (chat.kind(), chat.direct_users()) {
         join(txn, chat, a, Role::Member, 1);
@@ -189,11 +191,11 @@ fn advance_cursor(
     up_to: Seq,
     read: bool,
 ) -> Result<()> {
-    let Some(meta) = index::chat_meta(txn, chat)? else {
+    let Some(head) = index::head(txn, chat)? else {
         // The gate refuses cursors for unknown chats; nothing to do if it is gone.
         return Ok(());
     };
-    let up_to = up_to.min(meta.head);
+    let up_to = up_to.min(head);
     let (delivered, read_seq) = match index::cursor(txn, chat, user, device)? {
         Some(c) => c,
         None => (default_delivered(txn, chat, user)?, 0),
@@ -234,13 +236,96 @@ fn device_seen(txn: &mut Txn<'_>, user: UserId, device: DeviceId, at: Millis) ->
         if !is_member {
             continue;
         }
-        if let Some(meta) = index::chat_meta(txn, chat)? {
+        if let Some(head) = index::head(txn, chat)? {
             let (delivered, read) = index::cursor(txn, chat, user, device)?.unwrap_or((0, 0));
             txn.put(
                 l::cursor(chat, user, device),
-                l::vars(&[delivered.max(meta.head), read.max(meta.head)]),
+                l::vars(&[delivered.max(head), read.max(head)]),
             );
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use fjall::{Database, KeyspaceCreateOptions};
+    use wire::ids::MessageId;
+
+    use super::*;
+    use crate::model::{BodyKind, Message};
+
+    fn user(id: u64) -> UserId {
+        UserId::new(id).expect("valid user")
+    }
+
+    fn append(seq: Seq) -> Mutation {
+        Mutation::Append {
+            chat: ChatId::direct(user(1), user(2)),
+            seq,
+            entry: Entry::Message(Message {
+                server_msg_id: MessageId::new(u128::from(seq)).expect("nonzero"),
+                sender: user(1),
+                sender_device: DeviceId::new(1).expect("valid device"),
+                client_msg_id: seq,
+                ts_ms: 1_000 + seq,
+                kind: BodyKind::Text,
+                body: vec![7; 10],
+                attachments: Vec::new(),
+            }),
+        }
+    }
+
+    /// A chat that store format 1 wrote (its head only in its row, at 5) reads its head from
+    /// that row; the first append after the upgrade writes a head row, which wins from then on.
+    #[test]
+    fn a_chat_written_before_head_rows_keeps_its_head_until_an_append_writes_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::builder(dir.path()).open().expect("fjall");
+        let ks = db
+            .keyspace("store", KeyspaceCreateOptions::default)
+            .expect("keyspace");
+        let chat = ChatId::direct(user(1), user(2));
+        let format_1_row = ChatMeta {
+            name: "old".to_owned(),
+            history: true,
+            created_ms: 9,
+            head: 5,
+        };
+        let mut txn = Txn::new(&db, &ks);
+        txn.put(l::chat(chat), format_1_row.encode());
+        txn.commit().expect("commit");
+
+        assert_eq!(index::head(&txn, chat).expect("head"), Some(5));
+        let heads = |ks| super::super::read::heads(ks).expect("heads");
+        assert_eq!(heads(&ks).get(&chat), Some(&5));
+
+        let mut scratch = Scratch::default();
+        let batch = WriteBatch {
+            mutations: vec![
+                append(6),
+                append(7),
+                Mutation::Cursor {
+                    chat,
+                    user: user(2),
+                    device: DeviceId::new(3).expect("valid device"),
+                    kind: ReceiptKind::Delivered,
+                    up_to_seq: 99,
+                },
+            ],
+        };
+        apply_batch(&mut txn, 1, &batch, &mut scratch).expect("apply");
+        txn.commit().expect("commit");
+
+        assert_eq!(index::head(&txn, chat).expect("head"), Some(7));
+        let meta = index::chat_meta(&txn, chat).expect("meta").expect("a chat");
+        assert_eq!(
+            (meta.name.as_str(), meta.history, meta.head),
+            ("old", true, 7)
+        );
+        assert_eq!(heads(&ks).get(&chat), Some(&7));
+        // The cursor in the same batch saw the new head (clamped to 7, not to 5).
+        let cursor = index::cursor(&txn, chat, user(2), DeviceId::new(3).expect("valid"));
+        assert_eq!(cursor.expect("cursor"), Some((7, 0)));
+    }
 }

@@ -161,10 +161,36 @@ impl View for Txn<'_> {
     }
 }
 
-/// A chat's row, if the chat exists.
+/// A chat's row with its current head, if the chat exists.
 pub(crate) fn chat_meta(v: &impl View, chat: ChatId) -> Result<Option<ChatMeta>> {
+    let Some(mut meta) = meta_row(v, chat)? else {
+        return Ok(None);
+    };
+    if let Some(head) = head_row(v, chat)? {
+        meta.head = head;
+    }
+    Ok(Some(meta))
+}
+
+/// A chat's head (its last seq), if the chat exists: its head row, or for a chat last
+/// written before head rows existed (store format 1), its meta row's.
+pub(crate) fn head(v: &impl View, chat: ChatId) -> Result<Option<Seq>> {
+    match head_row(v, chat)? {
+        Some(head) => Ok(Some(head)),
+        None => Ok(meta_row(v, chat)?.map(|meta| meta.head)),
+    }
+}
+
+fn meta_row(v: &impl View, chat: ChatId) -> Result<Option<ChatMeta>> {
     Ok(match v.get(l::chat(chat).as_ref())? {
         Some(bytes) => Some(ChatMeta::decode(&bytes)?),
+        None => None,
+    })
+}
+
+fn head_row(v: &impl View, chat: ChatId) -> Result<Option<Seq>> {
+    Ok(match v.get(l::head(chat).as_ref())? {
+        Some(bytes) => Some(l::read_vars::<1>(&bytes)?[0]),
         None => None,
     })
 }

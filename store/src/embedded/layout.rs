@@ -6,7 +6,8 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `c` | chat | [`ChatMeta`] |
+//! | `c` | chat | [`ChatMeta`] (written when the chat is created; its `head` is read only when `h` has no row) |
+//! | `h` | chat | head: the chat's last seq, rewritten by every append without reading anything |
 //! | `f` | chat | floor: the lowest retained seq (absent = 1) |
 //! | `e` | chat, seq | an encoded [`crate::model::Entry`] |
 //! | `m` | chat, user | current member: role, joined seq |
@@ -27,6 +28,7 @@ use crate::log::Lsn;
 use crate::model::{Millis, Role, SentRecord, Seq};
 
 pub(crate) const CHAT: u8 = b'c';
+pub(crate) const HEAD: u8 = b'h';
 pub(crate) const FLOOR: u8 = b'f';
 pub(crate) const ENTRY: u8 = b'e';
 pub(crate) const MEMBER: u8 = b'm';
@@ -75,6 +77,10 @@ impl AsRef<[u8]> for Key {
 
 pub(crate) fn chat(c: ChatId) -> Key {
     Key::new(CHAT).with(c.as_bytes())
+}
+
+pub(crate) fn head(c: ChatId) -> Key {
+    Key::new(HEAD).with(c.as_bytes())
 }
 
 pub(crate) fn floor(c: ChatId) -> Key {

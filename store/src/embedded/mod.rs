@@ -10,8 +10,9 @@
 //! and hands durable records on), the applier ([`apply_thread`]: index batches, sweeps,
 //! checkpoints) and a few readers ([`read`]). Executor threads only enqueue and await.
 //!
-//! Directory layout (format version [`FORMAT_VERSION`], in `FORMAT`):
-//! `FORMAT`, `log/` (segments, see [`crate::log`]), `index/` (fjall).
+//! Directory layout (format version [`FORMAT_VERSION`], in `FORMAT`; format
+//! [`UPGRADES_FORMAT`] is upgraded in place): `FORMAT`, `log/` (segments, see [`crate::log`]),
+//! `index/` (fjall).
 //!
 //! Invariants: `Ok` from [`Store::write`] means the log record was synced; a read sees
 //! every write acknowledged before it was issued; reopening replays the log from the index's
@@ -50,7 +51,16 @@ use crate::reply::Reply;
 use crate::{Store, StoreError, StoreReply};
 
 /// The data-directory format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 2: a chat's head is a row of its own (`h`), rewritten by every append; the chat's row keeps
+/// the head it had when format 1 last wrote it. A build that reads only format 1 would take
+/// that stale head for the current one, so it must refuse a format-2 directory.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The older format this build opens and upgrades in place (by rewriting `FORMAT` before it
+/// writes anything): format 1 differs only in having no head rows, and every read falls back
+/// to the chat row's head where a chat has none.
+pub const UPGRADES_FORMAT: u32 = 1;
 
 /// What the `FORMAT` file says (followed by a newline).
 fn format_line(version: u32) -> String {
@@ -149,10 +159,11 @@ impl Default for EmbeddedOptions {
 pub enum OpenError {
     /// The directory holds another format version (or something else).
     #[error(
-        "{}: {found}; this build reads \"{}\". Open it with a matching switchboard build \
-         (there is no in-place upgrade yet)",
+        "{}: {found}; this build reads \"{}\" (and upgrades \"{}\" in place). Open it with \
+         a matching switchboard build",
         path.display(),
-        format_line(FORMAT_VERSION)
+        format_line(FORMAT_VERSION),
+        format_line(UPGRADES_FORMAT)
     )]
     Incompatible {
         /// The `FORMAT` file.
@@ -413,22 +424,34 @@ fn spawn(
         })
 }
 
-/// Creates `FORMAT` in a new (or empty) directory; refuses another version or a foreign one.
+/// An `OpenError::Io` maker for `context` on `path`.
+fn io_error(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> OpenError {
+    let path = path.to_owned();
+    move |source| OpenError::Io {
+        context,
+        path,
+        source,
+    }
+}
+
+/// Creates `FORMAT` in a new (or empty) directory and upgrades format [`UPGRADES_FORMAT`] in
+/// place; refuses another version or a foreign directory.
 fn check_format(dir: &Path) -> Result<(), OpenError> {
-    let io = |context, path: &Path| {
-        let path = path.to_owned();
-        move |source| OpenError::Io {
-            context,
-            path,
-            source,
-        }
-    };
-    fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
     let path = dir.join("FORMAT");
     match fs::read_to_string(&path) {
         Ok(found) => {
             let found = found.trim_end().to_owned();
             if found == format_line(FORMAT_VERSION) {
+                Ok(())
+            } else if found == format_line(UPGRADES_FORMAT) {
+                write_format(dir)?;
+                tracing::info!(
+                    dir = %dir.display(),
+                    from = UPGRADES_FORMAT,
+                    to = FORMAT_VERSION,
+                    "store: upgraded the data directory's format in place"
+                );
                 Ok(())
             } else {
                 Err(OpenError::Incompatible { path, found })
@@ -436,24 +459,29 @@ fn check_format(dir: &Path) -> Result<(), OpenError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let empty = fs::read_dir(dir)
-                .map_err(io("listing", dir))?
+                .map_err(io_error("listing", dir))?
                 .next()
                 .is_none();
             if !empty {
                 return Err(OpenError::Foreign(dir.to_owned()));
             }
-            let tmp = dir.join("FORMAT.tmp");
-            let mut file = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-            writeln!(file, "{}", format_line(FORMAT_VERSION)).map_err(io("writing", &tmp))?;
-            file.sync_all().map_err(io("syncing", &tmp))?;
-            fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
-            fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("syncing", dir))?;
-            Ok(())
+            write_format(dir)
         }
-        Err(e) => Err(io("reading", &path)(e)),
+        Err(e) => Err(io_error("reading", &path)(e)),
     }
+}
+
+/// Writes `FORMAT` (this build's version) atomically and durably: a temporary file, synced,
+/// renamed over it, the directory synced.
+fn write_format(dir: &Path) -> Result<(), OpenError> {
+    let (tmp, path) = (dir.join("FORMAT.tmp"), dir.join("FORMAT"));
+    let mut file = fs::File::create(&tmp).map_err(io_error("creating", &tmp))?;
+    writeln!(file, "{}", format_line(FORMAT_VERSION)).map_err(io_error("writing", &tmp))?;
+    file.sync_all().map_err(io_error("syncing", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io_error("renaming", &tmp))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("syncing", dir))
 }
 
 /// Applies the log's records from `apply_from` to the index, in index batches.

@@ -123,11 +123,11 @@ pub(crate) fn sync_plan(
 ) -> Result<Vec<SyncChat>, IndexError> {
     let mut out = Vec::new();
     for (chat, is_member) in index::user_chats(v, user)? {
-        let Some(meta) = index::chat_meta(v, chat)? else {
+        let Some(head) = index::head(v, chat)? else {
             continue;
         };
         let until_seq = if is_member {
-            meta.head
+            head
         } else {
             match index::lefts(v, chat)?
                 .into_iter()
@@ -159,10 +159,10 @@ pub(crate) fn read_log(
     until: Seq,
     limit: usize,
 ) -> Result<Option<LogPage>, IndexError> {
-    let Some(meta) = index::chat_meta(snap, chat)? else {
+    let Some(head) = index::head(snap, chat)? else {
         return Ok(None);
     };
-    let until = until.min(meta.head);
+    let until = until.min(head);
     let floor = index::floor(snap, chat)?;
     let mut page = LogPage::default();
     if after >= until {
@@ -195,10 +195,10 @@ pub(crate) fn history(
     before: Seq,
     limit: usize,
 ) -> Result<Option<LogPage>, IndexError> {
-    let Some(meta) = index::chat_meta(snap, chat)? else {
+    let Some(head) = index::head(snap, chat)? else {
         return Ok(None);
     };
-    let end = if before == 0 { meta.head + 1 } else { before };
+    let end = if before == 0 { head + 1 } else { before };
     let floor = index::floor(snap, chat)?;
     let mut page = LogPage::default();
     if end <= floor {
@@ -244,7 +244,7 @@ pub(crate) fn cursors(
     v: &impl View,
     chat: ChatId,
 ) -> Result<Option<Vec<DeviceCursor>>, IndexError> {
-    if index::chat_meta(v, chat)?.is_none() {
+    if index::head(v, chat)?.is_none() {
         return Ok(None);
     }
     let mut out = Vec::new();
@@ -262,13 +262,19 @@ pub(crate) fn cursors(
     Ok(Some(out))
 }
 
-/// Every chat's head, for the writer's gate at open.
+/// Every chat's head, for the writer's gate at open: its head row, or for a chat last written
+/// before head rows existed, its meta row's.
 pub(crate) fn heads(ks: &Keyspace) -> Result<std::collections::HashMap<ChatId, Seq>, IndexError> {
     let mut heads = std::collections::HashMap::new();
     for guard in ks.prefix([l::CHAT]) {
         let (key, value) = guard.into_inner()?;
         let chat = KeyParts::new(&key, 0)?.chat()?;
         heads.insert(chat, l::ChatMeta::decode(&value)?.head);
+    }
+    for guard in ks.prefix([l::HEAD]) {
+        let (key, value) = guard.into_inner()?;
+        let chat = KeyParts::new(&key, 0)?.chat()?;
+        heads.insert(chat, l::read_vars::<1>(&value)?[0]);
     }
     Ok(heads)
 }

@@ -32,7 +32,10 @@ pub(crate) fn sweep(txn: &mut Txn<'_>, retention: &Retention, now: Millis) -> Re
     for guard in ks.prefix([l::CHAT]) {
         let (key, value) = guard.into_inner()?;
         let chat = KeyParts::new(&key, 0)?.chat()?;
-        let meta = ChatMeta::decode(&value)?;
+        let mut meta = ChatMeta::decode(&value)?;
+        if let Some(head) = index::head(txn, chat)? {
+            meta.head = head;
+        }
         sweep_chat(txn, retention, now, chat, &meta, &mut report)?;
         if txn.len() >= COMMIT_EVERY {
             txn.commit()?;

@@ -31,7 +31,7 @@ pub enum LogError {
     },
     /// A segment was written by a format version this build does not read.
     #[error(
-        "{} has log format version {found}, this build reads version {supported}; \
+        "{} has log format version {found}, this build reads versions {oldest} to {newest}; \
          open it with a matching switchboard build",
         path.display()
     )]
@@ -40,8 +40,10 @@ pub enum LogError {
         path: PathBuf,
         /// The version in the file.
         found: u32,
-        /// The version this build reads.
-        supported: u32,
+        /// The oldest version this build reads.
+        oldest: u32,
+        /// The newest version this build reads (and the one it writes).
+        newest: u32,
     },
     /// The log is damaged somewhere other than a torn tail of the newest segment, so opening
     /// it would lose or misreport acknowledged records. Nothing was changed on disk.

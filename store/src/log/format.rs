@@ -10,7 +10,7 @@
 //! |--------|-----------------------------------------------------------|
 //! | 0..8   | magic `SWBDLOG\0`                                         |
 //! | 8..12  | format version, u32 LE ([`FORMAT_VERSION`])               |
-//! | 12..16 | flags, u32 LE, zero in version 1                          |
+//! | 12..16 | flags, u32 LE: bit 0 [`FLAG_PREPARED`]; zero in version 1 |
 //! | 16..24 | first LSN of the segment, u64 LE (equals the file name's) |
 //! | 24..28 | CRC-32C of bytes 0..24, u32 LE                            |
 //! | 28..32 | reserved, zero                                            |
@@ -19,6 +19,12 @@
 //! is CRC-32C over the four `len` bytes followed by the payload (so a damaged length is caught
 //! too). A record's LSN is implicit: the segment's first LSN plus its index in the segment.
 //!
+//! The records end at the end of the file or at the first frame of eight zero bytes, after
+//! which every byte is zero: version 2 segments may be *prepared*, zero-filled to their full
+//! size before the first record is written (so that a sync overwrites blocks already on disk
+//! instead of growing the file). A zero frame is never a record: an empty payload's CRC is not
+//! zero. Version 1 segments (no prepared ones) are read by the same rules.
+//!
 //! Invariant: the version is checked before the header CRC, so a future version with a
 //! different header layout is reported as [`HeaderError::Version`], not as corruption.
 
@@ -26,8 +32,14 @@ use super::Lsn;
 
 /// The first eight bytes of every segment.
 pub(crate) const MAGIC: [u8; 8] = *b"SWBDLOG\0";
-/// The format version this build writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads. Version 1 differs only in never having
+/// prepared segments, so it is read as is.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+/// Header flag: the segment was prepared (zero-filled to its full size before its header was
+/// written). A torn tail of a prepared segment is zeroed, not cut, to keep its size.
+pub(crate) const FLAG_PREPARED: u32 = 1;
 /// Bytes of the segment header.
 pub(crate) const HEADER_BYTES: usize = 32;
 /// Bytes of a record's frame before its payload (`len` and `crc`).
@@ -85,32 +97,52 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<Lsn> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// A segment header's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// The LSN of the segment's first record.
+    pub(crate) first_lsn: Lsn,
+    /// [`FLAG_PREPARED`] or zero.
+    pub(crate) flags: u32,
+}
+
 /// The header of a segment whose first record has `first_lsn`.
-pub(crate) fn encode_header(first_lsn: Lsn) -> [u8; HEADER_BYTES] {
+pub(crate) fn encode_header(first_lsn: Lsn, flags: u32) -> [u8; HEADER_BYTES] {
     let mut header = [0_u8; HEADER_BYTES];
     header[0..8].copy_from_slice(&MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&flags.to_le_bytes());
     header[16..24].copy_from_slice(&first_lsn.to_le_bytes());
     let crc = crc32c::crc32c(&header[0..24]);
     header[24..28].copy_from_slice(&crc.to_le_bytes());
     header
 }
 
-/// Checks a segment header and returns the segment's first LSN.
-pub(crate) fn decode_header(bytes: &[u8]) -> Result<Lsn, HeaderError> {
+/// Checks a segment header and returns its fields.
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, HeaderError> {
     let header = bytes.get(..HEADER_BYTES).ok_or(HeaderError::Short)?;
     if header[0..8] != MAGIC {
         return Err(HeaderError::Magic);
     }
     let version = u32::from_le_bytes(array(&header[8..12]));
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(HeaderError::Version(version));
     }
     let crc = u32::from_le_bytes(array(&header[24..28]));
     if crc != crc32c::crc32c(&header[0..24]) {
         return Err(HeaderError::Checksum);
     }
-    Ok(u64::from_le_bytes(array(&header[16..24])))
+    Ok(Header {
+        first_lsn: u64::from_le_bytes(array(&header[16..24])),
+        flags: u32::from_le_bytes(array(&header[12..16])),
+    })
+}
+
+/// Whether `bytes` starts with a zero frame: the end of a segment's records.
+pub(crate) fn is_zero_frame(bytes: &[u8]) -> bool {
+    bytes
+        .get(..RECORD_OVERHEAD_BYTES)
+        .is_some_and(|frame| frame.iter().all(|&b| b == 0))
 }
 
 /// Appends one framed record to `out`. The caller has checked `payload.len()` against the
@@ -173,18 +205,48 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_checks_version_before_checksum() {
-        let header = encode_header(77);
-        assert_eq!(decode_header(&header), Ok(77));
+        let header = encode_header(77, FLAG_PREPARED);
+        let fields = |first_lsn, flags| Ok(Header { first_lsn, flags });
+        assert_eq!(decode_header(&header), fields(77, FLAG_PREPARED));
+        assert_eq!(decode_header(&encode_header(78, 0)), fields(78, 0));
         assert_eq!(decode_header(&header[..31]), Err(HeaderError::Short));
         let mut future = header;
-        future[8..12].copy_from_slice(&2_u32.to_le_bytes());
-        assert_eq!(decode_header(&future), Err(HeaderError::Version(2)));
+        future[8..12].copy_from_slice(&3_u32.to_le_bytes());
+        assert_eq!(decode_header(&future), Err(HeaderError::Version(3)));
+        let mut zero = header;
+        zero[8..12].copy_from_slice(&0_u32.to_le_bytes());
+        assert_eq!(decode_header(&zero), Err(HeaderError::Version(0)));
         let mut flipped = header;
         flipped[17] ^= 1;
         assert_eq!(decode_header(&flipped), Err(HeaderError::Checksum));
         let mut magic = header;
         magic[0] = b'X';
         assert_eq!(decode_header(&magic), Err(HeaderError::Magic));
+    }
+
+    #[test]
+    fn version_1_headers_are_read() {
+        let mut v1 = encode_header(5, 0);
+        v1[8..12].copy_from_slice(&1_u32.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[0..24]);
+        v1[24..28].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_header(&v1),
+            Ok(Header {
+                first_lsn: 5,
+                flags: 0
+            })
+        );
+    }
+
+    #[test]
+    fn a_zero_frame_is_never_a_record() {
+        let mut empty = Vec::new();
+        encode_record(&mut empty, b"");
+        assert!(!is_zero_frame(&empty), "an empty record's CRC is not zero");
+        assert!(is_zero_frame(&[0; 8]));
+        assert!(!is_zero_frame(&[0; 7]), "fewer than a frame's bytes");
+        assert_eq!(decode_record(&[0; 8], 64), Err(RecordError::Checksum));
     }
 
     #[test]

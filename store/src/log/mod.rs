@@ -6,9 +6,10 @@
 //! Layout: [`format`] (the bytes on disk), `files` (creating, listing and syncing segment
 //! files), `recover` (opening: verify, cut a torn tail, [`Recovery::replay`]), `handle`
 //! ([`LogHandle`]: non-blocking appends from any thread), `writer` (the one writer thread:
-//! batching, one sync per batch, rollover, checkpoints), `gate` ([`Gate`]: the owner's hooks
-//! on the writer thread), `options` ([`LogOptions`]), `stats` ([`SyncStats`]: how long the
-//! writer's syncs take).
+//! batching, one sync per batch, rollover, checkpoints), `prepare` (the thread that zero-fills
+//! the next segment ahead of time, so the writer's syncs write no inode), `gate` ([`Gate`]:
+//! the owner's hooks on the writer thread), `options` ([`LogOptions`]), `stats`
+//! ([`SyncStats`]: how long the writer's syncs take).
 //!
 //! Invariants:
 //! - LSNs are gap-free across segments: a record's LSN is its segment's first LSN plus its
@@ -37,6 +38,7 @@ mod files;
 mod gate;
 mod handle;
 mod options;
+mod prepare;
 mod recover;
 mod stats;
 mod writer;

@@ -29,7 +29,8 @@ impl SyncPolicy for DataSync {
 /// Limits and policies of a log.
 pub struct LogOptions {
     /// A segment rolls over to a new file once adding a record would pass this size.
-    /// A single record larger than this still fits in an otherwise empty segment.
+    /// A single record larger than this still fits in an otherwise empty segment. Also the
+    /// size of a prepared segment: the next one is zero-filled to this size ahead of use.
     pub segment_bytes_max: u64,
     /// Largest payload of one record.
     pub record_bytes_max: usize,

@@ -2,17 +2,22 @@
 //!
 //! Owns the decision between "torn tail" and "corruption". Only the newest segment can hold
 //! unacknowledged bytes, and only its last write (at most `batch_bytes_max` bytes, since every
-//! batch is synced before the next is written). So damage within `batch_bytes_max` of the end
-//! of the newest segment is a torn tail: cut to the last good record and report the bytes
-//! dropped. Damage anywhere else, a header from another format version, or a gap between
-//! segments refuses to open: it never continues past damage or returns wrong data.
+//! batch is synced before the next is written). A segment's data ends at its last non-zero
+//! byte (a prepared segment is zeros after its records). So damage within `batch_bytes_max` of
+//! the end of the newest segment's data is a torn tail: cut to the last good record (a
+//! prepared segment gets zeros over it instead, keeping its size) and report the bytes
+//! dropped. Damage anywhere else, non-zero bytes after a segment's end of records, a header
+//! from another format version, or a gap between segments refuses to open: it never continues
+//! past damage or returns wrong data. A stale prepared file (a crash while preparing) is
+//! deleted.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::files::{create_segment, list_segments, open_for_append, segment_path, sync_dir};
-use super::format::{self, HEADER_BYTES, HeaderError};
+use super::files::{create_segment, list_segments, open_for_writing, segment_path, sync_dir};
+use super::format::{self, FLAG_PREPARED, HEADER_BYTES, HeaderError};
+use super::prepare::prepared_path;
 use super::{LogError, LogOptions, Lsn};
 
 /// What opening the log found; also replays the records it verified.
@@ -30,13 +35,32 @@ pub(crate) struct Tail {
     pub(crate) file: File,
     pub(crate) first_lsn: Lsn,
     pub(crate) bytes: u64,
+    /// Whether the segment was prepared (zero-filled to its full size).
+    pub(crate) prepared: bool,
 }
 
 /// What one segment holds.
 struct Scan {
     next_lsn: Lsn,
+    /// Bytes up to the end of the last good record.
     good_bytes: u64,
+    /// Bytes up to the last non-zero byte.
+    data_end: u64,
     file_bytes: u64,
+    prepared: bool,
+}
+
+impl Scan {
+    /// Bytes of torn tail that opening drops: cut from a segment that grows as it is written,
+    /// zeroed in a prepared one.
+    fn dropped(&self) -> u64 {
+        let end = if self.prepared {
+            self.data_end
+        } else {
+            self.file_bytes
+        };
+        end.saturating_sub(self.good_bytes)
+    }
 }
 
 impl Recovery {
@@ -101,6 +125,13 @@ impl Recovery {
 /// newest segment for appending.
 pub(crate) fn recover(dir: &Path, options: &mut LogOptions) -> Result<(Recovery, Tail), LogError> {
     fs::create_dir_all(dir).map_err(|e| LogError::io("creating", dir, e))?;
+    let stale = prepared_path(dir);
+    match fs::remove_file(&stale) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(LogError::io("deleting", &stale, e));
+        }
+        _ => {}
+    }
     let mut segments = list_segments(dir)?;
     if segments.is_empty() {
         let file = create_segment(dir, 0, options.sync.as_mut())
@@ -110,6 +141,7 @@ pub(crate) fn recover(dir: &Path, options: &mut LogOptions) -> Result<(Recovery,
             file,
             first_lsn: 0,
             bytes: HEADER_BYTES as u64,
+            prepared: false,
         };
         return Ok((recovery(dir, segments, 0, 0, options), tail));
     }
@@ -125,7 +157,7 @@ pub(crate) fn recover(dir: &Path, options: &mut LogOptions) -> Result<(Recovery,
     let scan = last.expect("segments is not empty");
     let first_lsn = *segments.last().expect("segments is not empty");
     let tail = open_tail(dir, first_lsn, &scan, options)?;
-    let dropped = scan.file_bytes - scan.good_bytes;
+    let dropped = scan.dropped();
     if dropped > 0 {
         let shown = dir.display();
         tracing::warn!(dir = %shown, dropped, "log: cut a torn tail from the newest segment");
@@ -153,8 +185,8 @@ fn recovery(
     }
 }
 
-/// Opens the newest segment for appending, cut to its good bytes; a segment whose creation
-/// was torn (no complete header yet) gets its header written again.
+/// Opens the newest segment for writing without its torn tail; a segment whose creation was
+/// torn (no complete header yet) gets its header written again.
 fn open_tail(
     dir: &Path,
     first_lsn: Lsn,
@@ -164,9 +196,10 @@ fn open_tail(
     let path = segment_path(dir, first_lsn);
     let cut = |e| LogError::io("cutting the torn tail of", &path, e);
     let sync = options.sync.as_mut();
-    let mut file = open_for_append(&path, scan.good_bytes, sync).map_err(cut)?;
+    let (good, end) = (scan.good_bytes, scan.data_end);
+    let mut file = open_for_writing(&path, good, end, scan.prepared, sync).map_err(cut)?;
     if scan.good_bytes == 0 {
-        file.write_all(&format::encode_header(first_lsn))
+        file.write_all(&format::encode_header(first_lsn, 0))
             .map_err(cut)?;
         sync.sync(&file).map_err(cut)?;
         sync_dir(dir, sync).map_err(cut)?;
@@ -175,6 +208,7 @@ fn open_tail(
         file,
         first_lsn,
         bytes: scan.good_bytes.max(HEADER_BYTES as u64),
+        prepared: scan.prepared,
     })
 }
 
@@ -188,6 +222,10 @@ fn scan_segment(
 ) -> Result<Scan, LogError> {
     let data = fs::read(path).map_err(|e| LogError::io("reading", path, e))?;
     let file_bytes = data.len() as u64;
+    let data_end = data
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1);
     let window = options.batch_bytes_max;
     if expected.is_some_and(|lsn| lsn != name_lsn) {
         let reason = format!("segments are not contiguous: expected first LSN {expected:?}");
@@ -197,26 +235,44 @@ fn scan_segment(
         return Ok(Scan {
             next_lsn: name_lsn,
             good_bytes: 0,
+            data_end: data_end as u64,
             file_bytes,
+            prepared: false,
         });
     }
-    let first = format::decode_header(&data).map_err(|e| header_error(path, name_lsn, e))?;
+    let header = format::decode_header(&data).map_err(|e| header_error(path, name_lsn, e))?;
+    let first = header.first_lsn;
     if first != name_lsn {
         let reason = format!("header says first LSN {first}, file name says {name_lsn}");
         return Err(corrupt(path, 0, name_lsn, reason));
     }
     let (mut offset, mut lsn) = (HEADER_BYTES, first);
-    while offset < data.len() {
-        match format::decode_record(&data[offset..], options.record_bytes_max) {
-            Ok((_, framed)) => (offset, lsn) = (offset + framed, lsn + 1),
-            Err(_) if newest && data.len() - offset <= window => break,
-            Err(e) => return Err(corrupt(path, offset, lsn, e.describe())),
+    // Past `data_end` every byte is zero: the end of the records (a record whose last bytes
+    // are zeros ends past it).
+    while offset < data_end {
+        let rest = &data[offset..];
+        let damage = if format::is_zero_frame(rest) {
+            "a zero frame with data after it".to_owned()
+        } else {
+            match format::decode_record(rest, options.record_bytes_max) {
+                Ok((_, framed)) => {
+                    (offset, lsn) = (offset + framed, lsn + 1);
+                    continue;
+                }
+                Err(e) => e.describe(),
+            }
+        };
+        if newest && data_end - offset <= window {
+            break;
         }
+        return Err(corrupt(path, offset, lsn, damage));
     }
     Ok(Scan {
         next_lsn: lsn,
         good_bytes: offset as u64,
+        data_end: data_end as u64,
         file_bytes,
+        prepared: header.flags & FLAG_PREPARED != 0,
     })
 }
 
@@ -232,7 +288,8 @@ fn header_error(path: &Path, lsn: Lsn, error: HeaderError) -> LogError {
         HeaderError::Version(found) => LogError::IncompatibleVersion {
             path,
             found,
-            supported: format::FORMAT_VERSION,
+            oldest: format::OLDEST_FORMAT_VERSION,
+            newest: format::FORMAT_VERSION,
         },
         HeaderError::Short => corrupt(&path, 0, lsn, "segment shorter than its header".into()),
         HeaderError::Checksum => corrupt(&path, 0, lsn, "segment header checksum mismatch".into()),

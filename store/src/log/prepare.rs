@@ -1,0 +1,173 @@
+//! The segment preparer: a thread that makes the next segment's file ahead of time, filled
+//! with zeros and synced, so that the writer's syncs only overwrite blocks already on disk.
+//!
+//! Why: appending to a growing file makes every `fdatasync` write the inode too (the file's
+//! size changed), a second device write per sync. Overwriting blocks that are allocated and
+//! written needs no metadata, so the sync is one data write. `store_log/sync_cost` measured
+//! p50 185–204 µs for growing against 88–101 µs for overwriting on this machine's disk, with
+//! the syncing thread's CPU 75–78 against 42–43 µs. Zeros (not `fallocate`) because writing
+//! into unwritten extents converts them, which is metadata again.
+//!
+//! Owns the file [`PREPARED_NAME`] in the log directory: it removes a stale one (from a crash)
+//! before making a new one. The writer takes the finished file, writes the segment header
+//! into it, syncs it, renames it to the segment's name and syncs the directory: so a segment
+//! name always holds a synced header, and a crash before the rename leaves only the stale file.
+//!
+//! Invariants: at most one preparation is in flight; the preparer never touches a file with a
+//! segment's name; dropping the [`Preparer`] cancels an unfinished preparation (between
+//! chunks) and joins the thread.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use super::files::write_zeros_with;
+
+/// The prepared file's name in the log directory (not a segment's name: recovery ignores it).
+pub(crate) const PREPARED_NAME: &str = "prepared.seg.tmp";
+
+/// Bytes written between syncs while preparing: the disk gets the zeros in small bursts, not
+/// one burst of a whole segment that the writer's next sync would queue behind.
+const SYNC_EVERY_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The path of the prepared file in `dir`.
+pub(crate) fn prepared_path(dir: &Path) -> PathBuf {
+    dir.join(PREPARED_NAME)
+}
+
+/// The writer's side of the preparer thread.
+pub(crate) struct Preparer {
+    dir: PathBuf,
+    state: State,
+    cancel: Arc<AtomicBool>,
+}
+
+enum State {
+    Idle,
+    Preparing {
+        done: Receiver<io::Result<File>>,
+        thread: JoinHandle<()>,
+    },
+    Ready(File),
+}
+
+impl Preparer {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            state: State::Idle,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether a file is being prepared or is ready to take.
+    pub(crate) fn is_busy(&self) -> bool {
+        !matches!(self.state, State::Idle)
+    }
+
+    /// Starts preparing a file of `bytes` zeros, unless one is in flight or ready. A failure
+    /// to start is logged: the writer then creates its next segment the slow way.
+    pub(crate) fn request(&mut self, bytes: u64) {
+        if self.is_busy() {
+            return;
+        }
+        let (tx, done) = crossbeam_channel::bounded(1);
+        let path = prepared_path(&self.dir);
+        let cancel = self.cancel.clone();
+        let spawned = std::thread::Builder::new()
+            .name("log-prepare".to_owned())
+            .spawn(move || prepare(&path, bytes, &cancel, &tx));
+        match spawned {
+            Ok(thread) => self.state = State::Preparing { done, thread },
+            Err(error) => tracing::warn!(%error, "log: could not start the segment preparer"),
+        }
+    }
+
+    /// The prepared file, if it is finished; `None` while it is in flight, or if preparing
+    /// failed (logged; the next [`Preparer::request`] tries again).
+    pub(crate) fn take_ready(&mut self) -> Option<File> {
+        self.poll();
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Ready(file) => Some(file),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    /// Whether a finished file is waiting to be taken.
+    pub(crate) fn has_ready(&mut self) -> bool {
+        self.poll();
+        matches!(self.state, State::Ready(_))
+    }
+
+    fn poll(&mut self) {
+        let State::Preparing { done, .. } = &self.state else {
+            return;
+        };
+        let outcome = match done.try_recv() {
+            Ok(outcome) => outcome,
+            Err(TryRecvError::Empty) => return,
+            Err(TryRecvError::Disconnected) => Err(io::Error::other("the preparer thread died")),
+        };
+        if let State::Preparing { thread, .. } = std::mem::replace(&mut self.state, State::Idle) {
+            let _ = thread.join();
+        }
+        match outcome {
+            Ok(file) => self.state = State::Ready(file),
+            Err(error) => tracing::warn!(
+                dir = %self.dir.display(),
+                %error,
+                "log: preparing the next segment failed; the next one grows as it is written"
+            ),
+        }
+    }
+}
+
+impl Drop for Preparer {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        if let State::Preparing { thread, .. } = std::mem::replace(&mut self.state, State::Idle)
+            && thread.join().is_err()
+        {
+            tracing::error!("log: the segment preparer panicked");
+        }
+    }
+}
+
+/// The preparer thread's work: a fresh file of `bytes` zeros, synced, sent back on `done`.
+fn prepare(path: &Path, bytes: u64, cancel: &AtomicBool, done: &Sender<io::Result<File>>) {
+    let _ = done.send(zero_filled(path, bytes, cancel));
+}
+
+fn zero_filled(path: &Path, bytes: u64, cancel: &AtomicBool) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let mut synced = 0;
+    write_zeros_with(&file, 0, bytes, |written| {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("cancelled"));
+        }
+        if written - synced >= SYNC_EVERY_BYTES {
+            file.sync_data()?;
+            synced = written;
+        }
+        Ok(())
+    })?;
+    file.sync_data()?;
+    Ok(file)
+}
