@@ -1,4 +1,5 @@
-//! The store's metrics, read at scrape time: how long the log's syncs take.
+//! The store's metrics, read at scrape time: how long the log's syncs take, and whether its
+//! segments were prepared ahead of use.
 //!
 //! Owns the `switchboard_store_log_*` names. Every acknowledgement waits for a log sync, so
 //! these are the disk's share of send latency: `sync_stalled_seconds_total` grows by the time
@@ -31,32 +32,42 @@ impl StoreLogCollector {
 impl Collector for StoreLogCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.stats.snapshot();
-        let syncs = ConstCounter::new(s.syncs);
-        syncs.encode(encoder.encode_descriptor(
-            "switchboard_store_log_syncs",
-            "Syncs of the store's log (each acknowledges a batch of writes)",
-            None,
-            syncs.metric_type(),
-        )?)?;
+        let counts = [
+            (
+                "switchboard_store_log_syncs",
+                "Syncs of the store's log (each acknowledges a batch of writes)",
+                s.syncs,
+            ),
+            (
+                "switchboard_store_log_segments",
+                "Log segments the writer rolled into since start",
+                s.segments,
+            ),
+            (
+                "switchboard_store_log_segments_unprepared",
+                "Log segments rolled into without a prepared (zero-filled) file ready: their \
+                 syncs also write the inode, about twice the time",
+                s.segments_unprepared,
+            ),
+        ];
+        for (name, help, value) in counts {
+            encode_counter(&mut encoder, name, help, &ConstCounter::new(value))?;
+        }
         let seconds = [
             (
                 "switchboard_store_log_sync_seconds",
                 "Time spent in syncs of the store's log",
-                ConstCounter::new(s.total.as_secs_f64()),
+                s.total,
             ),
             (
                 "switchboard_store_log_sync_stalled_seconds",
                 "Time spent in syncs of the store's log that took longer than 10 ms",
-                ConstCounter::new(s.stalled.as_secs_f64()),
+                s.stalled,
             ),
         ];
-        for (name, help, counter) in seconds {
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
+        for (name, help, value) in seconds {
+            let counter = ConstCounter::new(value.as_secs_f64());
+            encode_counter(&mut encoder, name, help, &counter)?;
         }
         let max = ConstGauge::new(s.max.as_secs_f64());
         max.encode(encoder.encode_descriptor(
@@ -66,4 +77,13 @@ impl Collector for StoreLogCollector {
             max.metric_type(),
         )?)
     }
+}
+
+fn encode_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    counter: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
 }

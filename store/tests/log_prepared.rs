@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use store::log::{Log, LogError, LogOptions};
+use store::log::{Log, LogError, LogOptions, SyncSnapshot};
 
 use common::{append_each, replay_all, segment_files};
 
@@ -51,8 +51,8 @@ fn data_end(segment: &Path) -> usize {
 /// Appends one record at a time until `prepared` segments are prepared ones and the newest
 /// of them holds at least three records (the preparer runs on its own thread: this waits for
 /// it, up to 20 s), closes the log and returns how many records it holds and the newest
-/// segment.
-fn log_with_prepared_segments(dir: &Path, prepared: usize) -> (u64, PathBuf) {
+/// segment, with the writer's counters.
+fn log_with_prepared_segments(dir: &Path, prepared: usize) -> (u64, PathBuf, SyncSnapshot) {
     let log = Log::open(dir, options()).expect("open");
     let started = Instant::now();
     let mut n = 0;
@@ -64,8 +64,9 @@ fn log_with_prepared_segments(dir: &Path, prepared: usize) -> (u64, PathBuf) {
         let header_and_three = 32 + 3 * FRAMED as usize;
         let older = segments.iter().filter(|s| is_prepared(s)).count();
         if is_prepared(&newest) && older + 1 >= prepared && data_end(&newest) >= header_and_three {
+            let stats = log.sync_stats();
             drop(log);
-            return (n, newest);
+            return (n, newest, stats.snapshot());
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
@@ -86,9 +87,17 @@ fn assert_all_replay(dir: &Path, n: u64) {
 #[test]
 fn the_writer_rolls_into_prepared_zero_filled_segments() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (n, newest) = log_with_prepared_segments(dir.path(), 1);
+    let (n, newest, stats) = log_with_prepared_segments(dir.path(), 1);
     let segments = segment_files(dir.path());
     assert!(segments.len() >= 2, "{segments:?}");
+    // Every rollover is counted, and those into a segment that grows (none was ready).
+    let growing = segments.iter().filter(|s| !is_prepared(s)).count() as u64;
+    assert_eq!(stats.segments, segments.len() as u64 - 1);
+    assert_eq!(
+        stats.segments_unprepared,
+        growing - 1,
+        "the first was not rolled into"
+    );
     assert!(!is_prepared(&segments[0]), "the first segment grows");
     for segment in segments.iter().filter(|s| is_prepared(s)) {
         let len = fs::metadata(segment).expect("meta").len();
@@ -114,7 +123,7 @@ fn the_writer_rolls_into_prepared_zero_filled_segments() {
 #[test]
 fn a_torn_tail_in_a_prepared_segment_is_zeroed_and_the_segment_keeps_its_size() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (n, newest) = log_with_prepared_segments(dir.path(), 1);
+    let (n, newest, _) = log_with_prepared_segments(dir.path(), 1);
     let mut bytes = fs::read(&newest).expect("read");
     let end = data_end(&newest);
     bytes[end - 3] ^= 0x20;
@@ -142,7 +151,7 @@ fn a_torn_tail_in_a_prepared_segment_is_zeroed_and_the_segment_keeps_its_size() 
 #[test]
 fn a_zero_frame_followed_by_data_in_the_last_batch_is_a_torn_tail() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (n, newest) = log_with_prepared_segments(dir.path(), 1);
+    let (n, newest, _) = log_with_prepared_segments(dir.path(), 1);
     // The last record's frame never reached the disk, its payload did.
     let mut bytes = fs::read(&newest).expect("read");
     let last = data_end(&newest) - FRAMED as usize;
@@ -155,7 +164,7 @@ fn a_zero_frame_followed_by_data_in_the_last_batch_is_a_torn_tail() {
 #[test]
 fn data_after_the_zeros_of_a_prepared_segment_refuses_to_open() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_, newest) = log_with_prepared_segments(dir.path(), 2);
+    let (_, newest, _) = log_with_prepared_segments(dir.path(), 2);
     let segments = segment_files(dir.path());
     // Far past the last batch of the newest segment (more than 128 bytes): not a torn write.
     let mut bytes = fs::read(&newest).expect("read");

@@ -81,16 +81,19 @@ fn metrics_parse_and_include_every_required_metric() {
 }
 
 /// The store log's counters (`switchboard_store_log_*`): names, types, and at least one more
-/// sync (taking some time) for each durable send.
+/// sync (taking some time) for each durable send. (Segment rollovers are counted by the log's
+/// own tests: a gateway test would have to write a whole segment.)
 #[test]
 fn store_log_sync_counters_move_with_durable_sends() {
     const SYNCS: &str = "switchboard_store_log_syncs_total";
     const SECONDS: &str = "switchboard_store_log_sync_seconds_total";
     const STALLED: &str = "switchboard_store_log_sync_stalled_seconds_total";
     const MAX: &str = "switchboard_store_log_sync_max_seconds";
+    const SEGMENTS: &str = "switchboard_store_log_segments_total";
+    const UNPREPARED: &str = "switchboard_store_log_segments_unprepared_total";
     let gw = Gateway::start();
     let before = gw.metrics();
-    for name in [SYNCS, SECONDS, STALLED] {
+    for name in [SYNCS, SECONDS, STALLED, SEGMENTS, UNPREPARED] {
         assert!(before.has(name), "/metrics has no {name}");
         let family = name.strip_suffix("_total").unwrap_or(name);
         assert_eq!(

@@ -1,6 +1,7 @@
 //! [`SyncStats`]: how long the writer thread's syncs take, readable from any thread.
 //!
-//! Owns the record of the acknowledgement path's disk time: every acknowledgement waits for
+//! Owns the record of the acknowledgement path's disk time (and of the segments the writer
+//! rolled into, prepared or not, which sets what a sync costs): every acknowledgement waits for
 //! one of these syncs, so a slow sync delays every append queued behind it. `stalled` sums the
 //! syncs longer than [`STALL`]; as a share of wall time it bounds from below the share of
 //! appends that waited more than `STALL` (issue 5's ack p99 goal is 10 ms).
@@ -31,9 +32,20 @@ pub struct SyncStats {
     stalled_us: AtomicU64,
     max_us: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
+    segments: AtomicU64,
+    segments_unprepared: AtomicU64,
 }
 
 impl SyncStats {
+    /// Counts one segment started by a rollover; `prepared` is false when no prepared file
+    /// was ready and the segment grows as it is written.
+    pub(crate) fn record_segment(&self, prepared: bool) {
+        self.segments.fetch_add(1, Ordering::Relaxed);
+        if !prepared {
+            self.segments_unprepared.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts one sync that took `took`.
     pub(crate) fn record(&self, took: Duration) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
@@ -55,6 +67,8 @@ impl SyncStats {
             stalled: Duration::from_micros(load(&self.stalled_us)),
             max: Duration::from_micros(load(&self.max_us)),
             buckets: std::array::from_fn(|i| load(&self.buckets[i])),
+            segments: load(&self.segments),
+            segments_unprepared: load(&self.segments_unprepared),
         }
     }
 }
@@ -76,6 +90,11 @@ pub struct SyncSnapshot {
     /// The longest one.
     pub max: Duration,
     buckets: [u64; BUCKETS],
+    /// Segments started by rollovers (not the one open at start).
+    pub segments: u64,
+    /// Of those, the ones started without a prepared file ready: they grow as they are
+    /// written, so each of their syncs also writes the inode (about twice the time).
+    pub segments_unprepared: u64,
 }
 
 impl SyncSnapshot {

@@ -280,6 +280,7 @@ impl Writer {
         self.file_bytes = HEADER_BYTES as u64;
         self.segments.push_back(first_lsn);
         let prepared = self.file_prepared;
+        self.stats.record_segment(prepared);
         tracing::debug!(first_lsn, prepared, "log: rolled to a new segment");
         Ok(())
     }
