@@ -5,7 +5,8 @@
 //!   flight; a write holds 1, 16 or 64 messages of 100 bytes (a core batches per tick).
 //!   Goal: at least 100,000 messages/s.
 //! - Printed after criterion's runs: ack latency at a fixed offered 100,000 messages/s from the
-//!   same two producers, open-loop (one write per 1 ms tick with every message due, latency
+//!   same two producers (first the host's `vm.dirty_background_bytes`, which the tail depends
+//!   on: `tuning/apply` sets 4 MiB), open-loop (one write per 1 ms tick with every message due, latency
 //!   from the tick's intended time, so stalls count). Goal: p99 at most 10 ms. Three rounds
 //!   each of two index shapes, alternated, with the medians of p99: the store's defaults, and
 //!   fjall's own (64 MiB memtables and tables, a checkpoint every 16 MiB or 1 s, one worker
@@ -579,6 +580,7 @@ fn median(mut values: Vec<u64>) -> u64 {
 
 fn latency_at_fixed_rate(secs: u64) {
     let per_tick = FIXED_RATE_PER_S / PRODUCERS / 1000;
+    println!("store_engine/ack_latency host: {}", writeback_setting());
     let rounds = if secs <= 1 { 1 } else { SHAPE_ROUNDS };
     let mut p99s: Vec<Vec<u64>> = vec![Vec::new(); Shape::ALL.len()];
     for round in 0..rounds {
@@ -881,6 +883,23 @@ fn per_sec(count: u64, elapsed: Duration) -> f64 {
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// The host's writeback threshold, which the ack tail depends on (`tuning/apply` sets 4 MiB;
+/// `docs/OPERATIONS.md`, "Disk").
+fn writeback_setting() -> String {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
+            .map_or_else(|_| "?".to_owned(), |v| v.trim().to_owned())
+    };
+    match read("dirty_background_bytes").as_str() {
+        "0" => format!(
+            "vm.dirty_background_bytes 0 (writeback from {}% of memory: not tuned, \
+             `tuning/apply` sets 4 MiB)",
+            read("dirty_background_ratio")
+        ),
+        bytes => format!("vm.dirty_background_bytes {bytes}"),
+    }
 }
 
 fn main() {

@@ -5,6 +5,7 @@ Every test builds its own tree in a temporary directory; nothing here reads or w
 host's /proc, /sys or /etc.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,8 @@ GOOD_SYSCTLS = {
     "net.netfilter.nf_conntrack_max": "262144",
     "kernel.io_uring_disabled": "0",
     "net.ipv4.tcp_tw_reuse": "2",
+    "vm.dirty_background_bytes": "4194304",
+    "vm.dirty_background_ratio": "0",
 }
 LIMITS = """Limit                     Soft Limit           Hard Limit           Units
 Max cpu time              unlimited            unlimited            seconds
@@ -150,6 +153,9 @@ class CheckTest(unittest.TestCase):
             ("net.ipv4.tcp_wmem", "8192 16384 4194304", 19000),
             ("net.netfilter.nf_conntrack_max", "30000", 19000),
             ("kernel.io_uring_disabled", "2", 19000),
+            # The kernel's default: writeback starts at a share of memory (ratio mode).
+            ("vm.dirty_background_bytes", "0", 19000),
+            ("vm.dirty_background_bytes", "67108864", 19000),
         ]
         for name, bad, conns in cases:
             with self.subTest(item=name), tempfile.TemporaryDirectory() as root:
@@ -344,11 +350,33 @@ class ApplyTest(unittest.TestCase):
         code, out = run(CHECK, "--root", self.root, "--conns", "1000000", "--cores", "2")
         self.assertEqual(code, 0, out)
 
+    def test_writeback_leaves_ratio_mode_and_undo_records_the_ratio(self):
+        make_root(self.root, sysctls={"vm.dirty_background_bytes": "0",
+                                      "vm.dirty_background_ratio": "10"})
+        code, out = self.apply("--profile", "gateway", "--conns", "1000", "--apply")
+        self.assertEqual(code, 0, out)
+        with open(os.path.join(self.root, self.SYSCTL)) as f:
+            self.assertIn("vm.dirty_background_bytes = 4194304\n", f.read())
+        manifest = os.path.join(self.root, "var/backups/switchboard-tuning/manifest.json")
+        with open(manifest) as f:
+            before = json.load(f)["sysctl_before"]
+        # The kernel refuses vm.dirty_background_bytes = 0: undo restores the ratio instead.
+        self.assertEqual(before.get("vm.dirty_background_ratio"), "10")
+        self.assertNotIn("vm.dirty_background_bytes", before)
+
+    def test_writeback_already_small_is_kept(self):
+        make_root(self.root, sysctls={"vm.dirty_background_bytes": "1048576"})
+        code, out = self.apply("--profile", "gateway", "--conns", "1000", "--apply")
+        self.assertEqual(code, 0, out)
+        with open(os.path.join(self.root, self.SYSCTL)) as f:
+            self.assertIn("vm.dirty_background_bytes = 1048576\n", f.read())
+
     def test_loadgen_profile_opens_the_port_range(self):
         code, out = self.apply("--profile", "loadgen", "--conns", "100000")
         self.assertEqual(code, 0, out)
         self.assertIn("set  net.ipv4.ip_local_port_range = 1024 65535", out)
         self.assertNotIn("somaxconn", out)
+        self.assertNotIn("dirty_background", out)
 
     def test_missing_sysctl_is_skipped(self):
         make_root(self.root, sysctls={"net.netfilter.nf_conntrack_max": None})
