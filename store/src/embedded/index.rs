@@ -188,7 +188,8 @@ fn meta_row(v: &impl View, chat: ChatId) -> Result<Option<ChatMeta>> {
     })
 }
 
-fn head_row(v: &impl View, chat: ChatId) -> Result<Option<Seq>> {
+/// A chat's head row alone (absent for a chat last written by store format 1).
+pub(crate) fn head_row(v: &impl View, chat: ChatId) -> Result<Option<Seq>> {
     Ok(match v.get(l::head(chat).as_ref())? {
         Some(bytes) => Some(l::read_vars::<1>(&bytes)?[0]),
         None => None,

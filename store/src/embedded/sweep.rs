@@ -33,7 +33,7 @@ pub(crate) fn sweep(txn: &mut Txn<'_>, retention: &Retention, now: Millis) -> Re
         let (key, value) = guard.into_inner()?;
         let chat = KeyParts::new(&key, 0)?.chat()?;
         let mut meta = ChatMeta::decode(&value)?;
-        if let Some(head) = index::head(txn, chat)? {
+        if let Some(head) = index::head_row(txn, chat)? {
             meta.head = head;
         }
         sweep_chat(txn, retention, now, chat, &meta, &mut report)?;

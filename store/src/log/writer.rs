@@ -222,6 +222,9 @@ impl Writer {
         let first_lsn = self.next_lsn;
         let mut lsn = first_lsn;
         let mut records: Vec<&[u8]> = Vec::new();
+        // Asked once per batch, not per record: a growing segment is left at the first record
+        // of the batch that finds a prepared file ready.
+        let mut leave_growing = !self.file_prepared && self.preparer.has_ready();
         for pending in batch.iter_mut() {
             records.clear();
             records.extend(pending.payloads.iter());
@@ -235,10 +238,10 @@ impl Writer {
                 let pending_bytes = self.file_bytes + self.buf.len() as u64;
                 let segment_has_records = lsn > *self.segments.back().expect("never empty");
                 let full = pending_bytes + framed > self.segment_bytes_max;
-                let leave_growing = !self.file_prepared && self.preparer.has_ready();
                 if segment_has_records && (full || leave_growing) {
                     self.flush_and_sync()?;
                     self.roll(lsn)?;
+                    leave_growing = false;
                 }
                 encode_record(&mut self.buf, payload);
                 lsn += 1;
