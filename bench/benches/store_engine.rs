@@ -8,9 +8,10 @@
 //!   same two producers (first the host's `vm.dirty_background_bytes`, which the tail depends
 //!   on: `tuning/apply` sets 4 MiB), open-loop (one write per 1 ms tick with every message due, latency
 //!   from the tick's intended time, so stalls count). Goal: p99 at most 10 ms. Three rounds
-//!   each of two index shapes, alternated, with the medians of p99: the store's defaults, and
-//!   fjall's own (64 MiB memtables and tables, a checkpoint every 16 MiB or 1 s, one worker
-//!   per core up to 4), which write the index in larger bursts. Each run also prints the log's syncs and the time spent in
+//!   each of three index shapes, alternated, with the medians of p99: what the gateway opens
+//!   (the store's defaults with the index threads at nice 19), the store's defaults (nice 0),
+//!   and fjall's own (64 MiB memtables and tables, a checkpoint every 16 MiB or 1 s, one
+//!   worker per core up to 4), which write the index in larger bursts. Each run also prints the log's syncs and the time spent in
 //!   syncs over 10 ms (what the index's writes cost the acknowledgements), and the store's
 //!   threads' CPU by thread (cores, µs per message: what the store costs the gateway that
 //!   embeds it; on this VM, CPU headroom also sets the disk's tail). In the same run,
@@ -451,10 +452,13 @@ fn percentiles(h: &Histogram<u64>) -> String {
 /// same noise; medians are reported.
 const SHAPE_ROUNDS: usize = 3;
 
-/// How the index writes to the disk it shares with the log.
+/// How the index writes to the disk it shares with the log, and at what CPU priority.
 #[derive(Clone, Copy)]
 enum Shape {
-    /// `EmbeddedOptions::default()`.
+    /// What `switchboard serve` opens: the store's defaults with its index threads at the
+    /// gateway's `store_background_nice` (19).
+    Gateway,
+    /// `EmbeddedOptions::default()`: the index threads at nice 0.
     Store,
     /// fjall's defaults: 64 MiB memtables and tables, one worker per core up to 4;
     /// checkpoints every 16 MiB or 1 s.
@@ -462,10 +466,11 @@ enum Shape {
 }
 
 impl Shape {
-    const ALL: [Self; 2] = [Self::Store, Self::Fjall];
+    const ALL: [Self; 3] = [Self::Gateway, Self::Store, Self::Fjall];
 
     fn name(self) -> &'static str {
         match self {
+            Self::Gateway => "gateway defaults",
             Self::Store => "store defaults",
             Self::Fjall => "fjall defaults",
         }
@@ -474,6 +479,10 @@ impl Shape {
     fn options(self) -> EmbeddedOptions {
         let defaults = EmbeddedOptions::default();
         match self {
+            Self::Gateway => EmbeddedOptions {
+                background_nice: gateway::config::Config::default().store_background_nice,
+                ..defaults
+            },
             Self::Store => defaults,
             Self::Fjall => EmbeddedOptions {
                 memtable_bytes: 64 << 20,
@@ -601,14 +610,17 @@ fn latency_at_fixed_rate(secs: u64) {
         }
     }
     let medians: Vec<u64> = p99s.into_iter().map(median).collect();
+    let by_shape: Vec<String> = Shape::ALL
+        .iter()
+        .zip(&medians)
+        .map(|(shape, &p99)| format!("{} {:.2?}", shape.name(), Duration::from_micros(p99)))
+        .collect();
     println!(
-        "store_engine/ack_latency p99 median over {rounds} round(s): {} {:.2?}, {} {:.2?} \
-         (fjall / store {:.2}x)",
-        Shape::Store.name(),
-        Duration::from_micros(medians[0]),
-        Shape::Fjall.name(),
-        Duration::from_micros(medians[1]),
-        ratio(medians[1], medians[0])
+        "store_engine/ack_latency p99 median over {rounds} round(s): {} (store / gateway \
+         {:.2}x, fjall / gateway {:.2}x)",
+        by_shape.join(", "),
+        ratio(medians[1], medians[0]),
+        ratio(medians[2], medians[0])
     );
     let default_p99 = medians[0];
     let dir = temp_dir();
@@ -626,7 +638,7 @@ fn latency_at_fixed_rate(secs: u64) {
         rejected.writes
     );
     println!(
-        "store_engine/ack_latency p99 ratio fjall alone / embedded (default options, median): \
+        "store_engine/ack_latency p99 ratio fjall alone / embedded (gateway defaults, median): \
          {:.1}x",
         ratio(
             rejected.latency_us.value_at_quantile(0.99),
