@@ -11,7 +11,9 @@
 //!   each of three index shapes, alternated, with the medians of p99: what the gateway opens
 //!   (the store's defaults with the index threads at nice 19), the store's defaults (nice 0),
 //!   and fjall's own (64 MiB memtables and tables, a checkpoint every 16 MiB or 1 s, one
-//!   worker per core up to 4), which write the index in larger bursts. Each run also prints the log's syncs and the time spent in
+//!   worker per core up to 4), which write the index in larger bursts; and in each round the
+//!   floor under all three: the store's log alone appending the same records (no index), whose
+//!   tail is the disk's at that moment (the store's p99 over it is what the index costs). Each run also prints the log's syncs and the time spent in
 //!   syncs over 10 ms (what the index's writes cost the acknowledgements), and the store's
 //!   threads' CPU by thread (cores, µs per message: what the store costs the gateway that
 //!   embeds it; on this VM, CPU headroom also sets the disk's tail). In the same run,
@@ -55,7 +57,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_lite::future::block_on;
 use hdrhistogram::Histogram;
 use mimalloc::MiMalloc;
-use store::embedded::{EmbeddedOptions, EmbeddedStore};
+use store::embedded::{EmbeddedOptions, EmbeddedStore, log_record};
 use store::log::{STALL, SyncSnapshot};
 use store::model::{BodyKind, Entry, Message, Mutation, Seq, WriteBatch};
 use store::{Store, StoreReply};
@@ -340,6 +342,41 @@ impl Target for FjallAlone {
     fn wait((): ()) {}
 }
 
+/// The floor under the embedded store: its log alone (no index, no applier), appending the
+/// same records. Whatever tail this has on the disk at the time, the store cannot beat; the
+/// store's p99 over this one's is what the index costs the acknowledgements.
+struct LogAlone {
+    /// Kept open for the handle.
+    log: store::log::Log,
+    handle: store::log::LogHandle,
+}
+
+impl Target for LogAlone {
+    type Pending = store::log::Completion<store::log::Lsn>;
+
+    fn submit(&self, producer: &mut Producer, n: u64) -> Self::Pending {
+        self.handle.append(log_record(&producer.write(n)))
+    }
+
+    fn wait(pending: Self::Pending) {
+        block_on(pending).expect("durable append");
+    }
+}
+
+/// One fixed-rate run on a fresh log alone: the ack latency and the log's syncs.
+fn log_alone_run(secs: u64) -> (Paced, SyncSnapshot) {
+    let dir = temp_dir();
+    let log = store::log::Log::open(dir.path().join("log"), store::log::LogOptions::default())
+        .expect("open the log");
+    let alone = LogAlone {
+        handle: log.handle(),
+        log,
+    };
+    let run = fixed_rate(&alone, FIXED_RATE_PER_S, secs);
+    let syncs = alone.log.sync_stats().snapshot();
+    (run, syncs)
+}
+
 /// What one paced producer saw.
 struct Paced {
     /// Per message: from its tick's intended time to its write's ack, in microseconds.
@@ -592,6 +629,7 @@ fn latency_at_fixed_rate(secs: u64) {
     println!("store_engine/ack_latency host: {}", writeback_setting());
     let rounds = if secs <= 1 { 1 } else { SHAPE_ROUNDS };
     let mut p99s: Vec<Vec<u64>> = vec![Vec::new(); Shape::ALL.len()];
+    let mut log_p99s = Vec::new();
     for round in 0..rounds {
         for (i, &shape) in Shape::ALL.iter().enumerate() {
             let (run, lag, syncs, cpu) = embedded_run(secs, shape);
@@ -608,7 +646,19 @@ fn latency_at_fixed_rate(secs: u64) {
             );
             p99s[i].push(run.latency_us.value_at_quantile(0.99));
         }
+        let (run, syncs) = log_alone_run(secs);
+        println!(
+            "store_engine/ack_latency_100b_2_producers the store's log alone (round {}), same \
+             load and records: {} ({} messages in {} writes); {}",
+            round + 1,
+            percentiles(&run.latency_us),
+            run.latency_us.len(),
+            run.writes,
+            sync_summary(&syncs, secs)
+        );
+        log_p99s.push(run.latency_us.value_at_quantile(0.99));
     }
+    let log_p99 = median(log_p99s);
     let medians: Vec<u64> = p99s.into_iter().map(median).collect();
     let by_shape: Vec<String> = Shape::ALL
         .iter()
@@ -616,11 +666,13 @@ fn latency_at_fixed_rate(secs: u64) {
         .map(|(shape, &p99)| format!("{} {:.2?}", shape.name(), Duration::from_micros(p99)))
         .collect();
     println!(
-        "store_engine/ack_latency p99 median over {rounds} round(s): {} (store / gateway \
-         {:.2}x, fjall / gateway {:.2}x)",
+        "store_engine/ack_latency p99 median over {rounds} round(s): {}, the log alone {:.2?} \
+         (store / gateway {:.2}x, fjall / gateway {:.2}x, gateway / log alone {:.2}x)",
         by_shape.join(", "),
+        Duration::from_micros(log_p99),
         ratio(medians[1], medians[0]),
-        ratio(medians[2], medians[0])
+        ratio(medians[2], medians[0]),
+        ratio(medians[0], log_p99)
     );
     let default_p99 = medians[0];
     let dir = temp_dir();

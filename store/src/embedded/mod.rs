@@ -368,6 +368,16 @@ impl EmbeddedStore {
     }
 }
 
+/// The log record `batch` becomes: what [`EmbeddedStore::write`] appends to the log, byte
+/// for byte. For benchmarks that put the same load on the log alone (`store::log::Log`), to
+/// compare what the index costs the acknowledgements.
+#[must_use]
+pub fn log_record(batch: &WriteBatch) -> Vec<u8> {
+    let mut out = Vec::new();
+    codec::encode_batch(batch, &mut out);
+    out
+}
+
 /// Opens the index (fjall) from a thread at `background_nice`, so fjall's workers inherit it.
 fn open_index(dir: &Path, options: &EmbeddedOptions) -> Result<Database, OpenError> {
     let (nice, cache_bytes, workers) = (
