@@ -124,8 +124,6 @@ fn store_log_sync_counters_move_with_durable_sends() {
     assert!(after.sum(MAX) > 0.0, "{}", after.show(MAX));
 }
 
-/// `store_index_dir` puts the store's index outside the data dir; a restart with the same
-/// value serves what was stored.
 /// (thread name, nice value) of every thread of process `pid`.
 fn thread_nice(pid: u32) -> Vec<(String, i64)> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the gateway's threads");
@@ -181,6 +179,8 @@ fn the_store_index_threads_yield_the_cpu_by_default() {
     );
 }
 
+/// `store_index_dir` puts the store's index outside the data dir; a restart with the same
+/// value serves what was stored.
 #[test]
 fn the_store_index_lives_in_store_index_dir_when_set() {
     let data = tempfile::tempdir().expect("data dir");
