@@ -6,20 +6,22 @@
 //!   Goal: at least 100,000 messages/s.
 //! - Printed after criterion's runs: ack latency at a fixed offered 100,000 messages/s from the
 //!   same two producers (first the host's `vm.dirty_background_bytes`, which the tail depends
-//!   on: `tuning/apply` sets 4 MiB), open-loop (one write per 1 ms tick with every message due, latency
-//!   from the tick's intended time, so stalls count). Goal: p99 at most 10 ms. Three rounds
-//!   each of three index shapes, alternated, with the medians of p99: what the gateway opens
-//!   (the store's defaults with the index threads at nice 19), the store's defaults (nice 0),
-//!   and fjall's own (64 MiB memtables and tables, a checkpoint every 16 MiB or 1 s, one
-//!   worker per core up to 4), which write the index in larger bursts; and in each round the
-//!   floor under all three: the store's log alone appending the same records (no index), whose
-//!   tail is the disk's at that moment (the store's p99 over it is what the index costs). Each run also prints the log's syncs and the time spent in
-//!   syncs over 10 ms (what the index's writes cost the acknowledgements), and the store's
-//!   threads' CPU by thread (cores, µs per message: what the store costs the gateway that
-//!   embeds it; on this VM, CPU headroom also sets the disk's tail). In the same run,
-//!   the rejected alternative under the same load: fjall alone, one synced batch per write
-//!   (`../shared/FACTS.md`: p99 ~376 ms). And the index's apply lag: from the last ack until a
-//!   read (which waits for the applier) returns.
+//!   on: `tuning/apply` sets 4 MiB), open-loop (one write per 1 ms tick with every message
+//!   due, latency from the tick's intended time, so stalls count). Goal: p99 at most 10 ms.
+//!   Three rounds each of three index shapes, alternated, with the medians of p99: what the
+//!   gateway opens (the store's defaults with the index threads at nice 19), the store's
+//!   defaults (nice 0), and fjall's own (64 MiB memtables and tables, a checkpoint every
+//!   16 MiB or 1 s, one worker per core up to 4), which write the index in larger bursts. In
+//!   each round also the floor under all three: the store's log alone appending the same
+//!   records (no index), whose tail is the disk's at that moment (the store's p99 over it is
+//!   what the index costs). Each run also prints the log's syncs and the time spent in syncs
+//!   over 10 ms (what the index's writes cost the acknowledgements), and the store's threads'
+//!   CPU by thread (cores, µs per message: what the store costs the gateway that embeds it; on
+//!   this VM, CPU headroom also sets the disk's tail). In the same run, the rejected
+//!   alternative under the same load: fjall alone, one synced batch per write
+//!   (`../shared/FACTS.md`: p99 ~376 ms; 13–151 ms, median 34 ms, over 27 runs in November
+//!   2026). And the index's apply lag: from the last ack until a read (which waits for the
+//!   applier) returns.
 //! - `store_engine/sync_read_10k_msgs_100_chats`: one device's full sync (`sync_plan`, then
 //!   every chat's `read_log`) over 100 chats × 100 messages it has not received; printed: heap
 //!   allocations and bytes per full sync, on every thread (a counting global allocator).
@@ -346,7 +348,7 @@ impl Target for FjallAlone {
 /// same records. Whatever tail this has on the disk at the time, the store cannot beat; the
 /// store's p99 over this one's is what the index costs the acknowledgements.
 struct LogAlone {
-    /// Kept open for the handle.
+    /// Kept open while the handle appends; its sync counters are read after the run.
     log: store::log::Log,
     handle: store::log::LogHandle,
 }
