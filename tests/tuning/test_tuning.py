@@ -271,6 +271,14 @@ class ApplyTest(unittest.TestCase):
     def apply(self, *args):
         return run(APPLY, "--root", self.root, *args)
 
+    def applied_drop_in(self, sysctls, conns):
+        """Applies the gateway profile for `conns` to a tree with `sysctls`; the drop-in's text."""
+        make_root(self.root, sysctls=sysctls)
+        code, out = self.apply("--profile", "gateway", "--conns", str(conns), "--apply")
+        self.assertEqual(code, 0, out)
+        with open(os.path.join(self.root, self.SYSCTL)) as f:
+            return f.read()
+
     def test_dry_run_changes_nothing(self):
         before = snapshot(self.root)
         code, out = self.apply("--profile", "gateway", "--conns", "1000000")
@@ -329,11 +337,8 @@ class ApplyTest(unittest.TestCase):
         self.assertEqual(snapshot(self.root), before)
 
     def test_never_lowers_a_limit(self):
-        make_root(self.root, sysctls={"net.core.somaxconn": "65535"})
-        code, out = self.apply("--profile", "gateway", "--conns", "1000000", "--apply")
-        self.assertEqual(code, 0, out)
-        with open(os.path.join(self.root, self.SYSCTL)) as f:
-            self.assertIn("net.core.somaxconn = 65535\n", f.read())
+        text = self.applied_drop_in({"net.core.somaxconn": "65535"}, 1000000)
+        self.assertIn("net.core.somaxconn = 65535\n", text)
 
     def test_applied_values_pass_check(self):
         code, out = self.apply("--profile", "gateway", "--conns", "1000000", "--apply")
@@ -351,12 +356,9 @@ class ApplyTest(unittest.TestCase):
         self.assertEqual(code, 0, out)
 
     def test_writeback_leaves_ratio_mode_and_undo_records_the_ratio(self):
-        make_root(self.root, sysctls={"vm.dirty_background_bytes": "0",
-                                      "vm.dirty_background_ratio": "10"})
-        code, out = self.apply("--profile", "gateway", "--conns", "1000", "--apply")
-        self.assertEqual(code, 0, out)
-        with open(os.path.join(self.root, self.SYSCTL)) as f:
-            self.assertIn("vm.dirty_background_bytes = 4194304\n", f.read())
+        text = self.applied_drop_in({"vm.dirty_background_bytes": "0",
+                                     "vm.dirty_background_ratio": "10"}, 1000)
+        self.assertIn("vm.dirty_background_bytes = 4194304\n", text)
         manifest = os.path.join(self.root, "var/backups/switchboard-tuning/manifest.json")
         with open(manifest) as f:
             before = json.load(f)["sysctl_before"]
@@ -365,11 +367,8 @@ class ApplyTest(unittest.TestCase):
         self.assertNotIn("vm.dirty_background_bytes", before)
 
     def test_writeback_already_small_is_kept(self):
-        make_root(self.root, sysctls={"vm.dirty_background_bytes": "1048576"})
-        code, out = self.apply("--profile", "gateway", "--conns", "1000", "--apply")
-        self.assertEqual(code, 0, out)
-        with open(os.path.join(self.root, self.SYSCTL)) as f:
-            self.assertIn("vm.dirty_background_bytes = 1048576\n", f.read())
+        text = self.applied_drop_in({"vm.dirty_background_bytes": "1048576"}, 1000)
+        self.assertIn("vm.dirty_background_bytes = 1048576\n", text)
 
     def test_loadgen_profile_opens_the_port_range(self):
         code, out = self.apply("--profile", "loadgen", "--conns", "100000")

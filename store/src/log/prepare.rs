@@ -9,9 +9,10 @@
 //! into unwritten extents converts them, which is metadata again.
 //!
 //! Owns the file [`PREPARED_NAME`] in the log directory: it truncates what a failed
-//! preparation left before making a new one (recovery deletes what a crash left). The writer takes the finished file, writes the segment header
-//! into it, syncs it, renames it to the segment's name and syncs the directory: so a segment
-//! name always holds a synced header, and a crash before the rename leaves only the stale file.
+//! preparation left before making a new one (recovery deletes what a crash left). The writer
+//! takes the finished file, writes the segment header into it, syncs it, renames it to the
+//! segment's name and syncs the directory: so a segment name always holds a synced header, and
+//! a crash before the rename leaves only the stale file.
 //!
 //! Invariants: at most one preparation is in flight; the preparer never touches a file with a
 //! segment's name; dropping the [`Preparer`] cancels an unfinished preparation (between
