@@ -388,3 +388,33 @@ fn the_index_may_live_elsewhere_and_a_foreign_index_is_refused() {
         other => panic!("an empty index after checkpoints must be refused: {other:?}"),
     }
 }
+
+/// Idempotency lookups do not wait for the applier (they ask the answers of durable records
+/// not yet applied first), yet each one issued right after a write's acknowledgement finds
+/// it: big batches keep the applier behind the acknowledgements while this runs.
+#[test]
+fn an_idempotency_lookup_right_after_the_ack_finds_the_message_before_it_is_applied() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
+    let per_batch = 2_000;
+    let mut seq = 0;
+    for _ in 0..10 {
+        let mut batch = WriteBatch::default();
+        for _ in 0..per_batch {
+            seq += 1;
+            batch.mutations.extend(message(seq).mutations);
+        }
+        block_on(store.write(batch)).expect("durable");
+        let found = block_on(store.sent(user(1), device(), seq)).expect("lookup");
+        assert_eq!(found.map(|r| (r.chat, r.seq)), Some((chat(), seq)));
+        let many = block_on(store.sent_many(vec![
+            (user(1), device(), seq - 1),
+            (user(1), device(), seq + 1),
+        ]))
+        .expect("lookup");
+        assert_eq!(
+            many.iter().map(|r| r.map(|r| r.seq)).collect::<Vec<_>>(),
+            [Some(seq - 1), None]
+        );
+    }
+}

@@ -6,6 +6,8 @@
 //! `durable_next` before it acknowledges a batch, the applier publishes `applied_next` after
 //! each commit, and a read waits until `applied_next` reaches the `durable_next` it saw when it
 //! was issued, so it sees every write acknowledged before it (read-your-acknowledged-writes).
+//! Idempotency lookups do not wait: they ask the answers of durable records not yet applied,
+//! kept under the same lock (see [`super::pending`]), and then the index.
 //!
 //! Invariants: a log segment is deleted only after the index rows of all its records were
 //! persisted with `fsync`; an apply failure stops applying, is logged loudly, and from then on
@@ -22,10 +24,11 @@ use super::apply::{Scratch, apply_batch};
 use super::codec::decode_batch;
 use super::index::{IndexError, Txn};
 use super::layout as l;
+use super::pending::{PendingSent, SentKey};
 use super::sweep::sweep;
 use crate::StoreError;
 use crate::log::{LogHandle, Lsn};
-use crate::model::{Millis, Retention, SweepReport};
+use crate::model::{Millis, Retention, SentRecord, SweepReport};
 use crate::reply::Replier;
 
 /// State shared by the writer's gate, the applier and the readers.
@@ -43,6 +46,8 @@ pub(crate) struct Shared {
 struct Applied {
     next: Lsn,
     failure: Option<String>,
+    /// Idempotency answers of records in `next..` (see [`super::pending`]).
+    pending_sent: PendingSent,
 }
 
 impl Shared {
@@ -53,6 +58,7 @@ impl Shared {
             applied: Mutex::new(Applied {
                 next,
                 failure: None,
+                pending_sent: PendingSent::default(),
             }),
             changed: Condvar::new(),
         }
@@ -95,8 +101,33 @@ impl Shared {
         }
     }
 
+    /// Keeps record `lsn`'s idempotency answers until the applier has applied it. Called on
+    /// the writer thread once the record is durable, before its waiter is told `Ok`.
+    pub(crate) fn remember_sent(&self, lsn: Lsn, answers: Vec<(SentKey, SentRecord)>) {
+        if answers.is_empty() {
+            return;
+        }
+        let mut applied = self.lock();
+        let next = applied.next;
+        applied.pending_sent.add(lsn, next, answers);
+    }
+
+    /// The answer for `key` of a durable record not yet applied; `Err` after the applier
+    /// failed. A miss means that every answer acknowledged before this call is in the index.
+    pub(crate) fn pending_sent(&self, key: &SentKey) -> Result<Option<SentRecord>, StoreError> {
+        let applied = self.lock();
+        if let Some(reason) = &applied.failure {
+            return Err(StoreError::Unavailable(reason.clone()));
+        }
+        Ok(applied.pending_sent.get(key))
+    }
+
+    /// Publishes the applier's progress; call after the commit that covers `..next`.
     fn set_applied(&self, next: Lsn) {
-        self.lock().next = next;
+        let mut applied = self.lock();
+        applied.next = next;
+        applied.pending_sent.applied(next);
+        drop(applied);
         self.changed.notify_all();
     }
 

@@ -25,6 +25,7 @@ mod codec;
 mod gate;
 mod index;
 mod layout;
+mod pending;
 mod read;
 mod sweep;
 
@@ -224,6 +225,8 @@ struct Inner {
     log: Option<Log>,
     applier_tx: Option<Sender<ToApplier>>,
     readers: Readers,
+    /// The writer, applier and readers' rendezvous (for the idempotency answers).
+    shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     report: OpenReport,
 }
@@ -347,7 +350,8 @@ impl EmbeddedStore {
             checkpoint_on_close: options.checkpoint_on_close,
             log: Some(log),
             applier_tx: Some(applier_tx),
-            readers: Readers::new(read_tx, shared),
+            readers: Readers::new(read_tx, shared.clone()),
+            shared,
             threads,
             report,
         };
@@ -570,8 +574,14 @@ impl Store for EmbeddedStore {
         let mut record = Vec::with_capacity(64 + batch.mutations.len() * 128);
         codec::encode_batch(&batch, &mut record);
         let (replier, reply) = Reply::channel();
-        // The writer thread completes the reply itself: no extra hop.
+        let answers = pending::answers(&batch);
+        let shared = self.inner.shared.clone();
+        // The writer thread completes the reply itself: no extra hop. Idempotency answers are
+        // kept in memory until applied, so lookups need not wait for the applier.
         log.handle().append_then(record, move |outcome| {
+            if let Ok(lsn) = &outcome {
+                shared.remember_sent(*lsn, answers);
+            }
             replier.send(outcome.map(drop).map_err(store_error));
         });
         reply
@@ -589,15 +599,13 @@ impl Store for EmbeddedStore {
     ) -> StoreReply<Option<SentRecord>> {
         self.inner
             .readers
-            .run(move |s| Ok(read::sent(s, user, device, client_msg_id)?))
+            .run_sent(vec![(user, device, client_msg_id)], |mut answers| {
+                answers.pop().flatten()
+            })
     }
 
     fn sent_many(&self, keys: Vec<(UserId, DeviceId, u64)>) -> StoreReply<Vec<Option<SentRecord>>> {
-        self.inner.readers.run(move |s| {
-            keys.iter()
-                .map(|&(user, device, id)| Ok(read::sent(s, user, device, id)?))
-                .collect()
-        })
+        self.inner.readers.run_sent(keys, |answers| answers)
     }
 
     fn sync_plan(&self, user: UserId, device: DeviceId) -> StoreReply<Vec<SyncChat>> {

@@ -3,7 +3,9 @@
 //!
 //! Owns the read side of read-your-acknowledged-writes: a query is tagged with the
 //! `durable_next` LSN at submission and waits (on its reader thread) until the applier has
-//! applied that far. Each query reads one consistent snapshot.
+//! applied that far. Each query reads one consistent snapshot. Idempotency lookups do not
+//! wait: they ask the answers of durable records not yet applied first (see
+//! [`super::pending`]).
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use super::apply_thread::Shared;
 use super::codec::decode_entry;
 use super::index::{self, IndexError, Snap, View};
 use super::layout::{self as l, KeyParts};
+use super::pending::SentKey;
 use crate::StoreError;
 use crate::model::{ChatState, Device, DeviceCursor, Entry, LogPage, SentRecord, Seq, SyncChat};
 use crate::reply::Reply;
@@ -53,22 +56,53 @@ impl Readers {
         &self,
         query: impl FnOnce(&Snap<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Reply<T, StoreError> {
-        let Some(tx) = &self.tx else {
-            return Reply::ready(Err(StoreError::Closed));
-        };
-        let (replier, reply) = Reply::channel();
         let target = self
             .shared
             .durable_next
             .load(std::sync::atomic::Ordering::Acquire);
         let shared = self.shared.clone();
-        let job: Job = Box::new(move |reader: &Reader| {
-            let result = shared.wait_applied(target).and_then(|()| {
+        self.submit(move |reader: &Reader| {
+            shared.wait_applied(target).and_then(|()| {
                 let snap = Snap::new(&reader.db, &reader.ks);
                 query(&snap)
-            });
-            replier.send(result);
-        });
+            })
+        })
+    }
+
+    /// Looks up idempotency keys on a reader thread without waiting for the applier: each
+    /// key is asked of the pending answers first, and only then is the index snapshot taken
+    /// (the order [`super::pending`]'s invariant needs). `finish` shapes the answers.
+    pub(crate) fn run_sent<T: Send + 'static>(
+        &self,
+        keys: Vec<SentKey>,
+        finish: fn(Vec<Option<SentRecord>>) -> T,
+    ) -> Reply<T, StoreError> {
+        let shared = self.shared.clone();
+        self.submit(move |reader: &Reader| {
+            let mut answers = Vec::with_capacity(keys.len());
+            for key in &keys {
+                answers.push(shared.pending_sent(key)?);
+            }
+            let snap = Snap::new(&reader.db, &reader.ks);
+            for (answer, &(user, device, id)) in answers.iter_mut().zip(&keys) {
+                if answer.is_none() {
+                    *answer = sent(&snap, user, device, id)?;
+                }
+            }
+            Ok(finish(answers))
+        })
+    }
+
+    /// Queues `job` for a reader thread; a full queue is `Overloaded`, a closed one `Closed`.
+    fn submit<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
+    ) -> Reply<T, StoreError> {
+        let Some(tx) = &self.tx else {
+            return Reply::ready(Err(StoreError::Closed));
+        };
+        let (replier, reply) = Reply::channel();
+        let job: Job = Box::new(move |reader: &Reader| replier.send(job(reader)));
         match tx.try_send(job) {
             Ok(()) => reply,
             Err(TrySendError::Full(_)) => {
