@@ -6,7 +6,9 @@
 //! written needs no metadata, so the sync is one data write. `store_log/sync_cost` measured
 //! p50 185–204 µs for growing against 88–101 µs for overwriting on this machine's disk, with
 //! the syncing thread's CPU 75–78 against 42–43 µs. Zeros (not `fallocate`) because writing
-//! into unwritten extents converts them, which is metadata again.
+//! into unwritten extents converts them, which is metadata again. The zeros are paced (1 MiB
+//! at a time, synced, at [`PACE_FACTOR`] times the rate the log fills its active segment, and
+//! at least [`PACE_MIN_BYTES_PER_S`]) because the log's own syncs wait behind them.
 //!
 //! Owns the file [`PREPARED_NAME`] in the log directory: it truncates what a failed
 //! preparation left before making a new one (recovery deletes what a crash left). The writer
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
@@ -34,7 +37,23 @@ pub(crate) const PREPARED_NAME: &str = "prepared.seg.tmp";
 
 /// Bytes written between syncs while preparing: the disk gets the zeros in small bursts, not
 /// one burst of a whole segment that the writer's next sync would queue behind.
-const SYNC_EVERY_BYTES: u64 = 8 * 1024 * 1024;
+const SYNC_EVERY_BYTES: u64 = 1024 * 1024;
+
+/// The slowest a preparation writes zeros (bytes per second): a 64 MiB segment in 4 s.
+pub(crate) const PACE_MIN_BYTES_PER_S: u64 = 16 * 1024 * 1024;
+
+/// How many times faster than the log fills its active segment the zeros are written: the
+/// next segment is ready when the active one is about a quarter full.
+pub(crate) const PACE_FACTOR: u64 = 4;
+
+/// The pace for a log that filled `bytes` of its active segment in `elapsed`.
+pub(crate) fn pace(bytes: u64, elapsed: Duration) -> u64 {
+    let per_s = u128::from(bytes) * 1_000_000 / elapsed.as_micros().max(1);
+    u64::try_from(per_s)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(PACE_FACTOR)
+        .max(PACE_MIN_BYTES_PER_S)
+}
 
 /// The path of the prepared file in `dir`.
 pub(crate) fn prepared_path(dir: &Path) -> PathBuf {
@@ -71,9 +90,10 @@ impl Preparer {
         !matches!(self.state, State::Idle)
     }
 
-    /// Starts preparing a file of `bytes` zeros, unless one is in flight or ready. A failure
-    /// to start is logged: the writer then creates its next segment the slow way.
-    pub(crate) fn request(&mut self, bytes: u64) {
+    /// Starts preparing a file of `bytes` zeros, written at `pace` bytes per second at most
+    /// (see [`pace`]), unless one is in flight or ready. A failure to start is logged: the
+    /// writer then creates its next segment the slow way.
+    pub(crate) fn request(&mut self, bytes: u64, pace: u64) {
         if self.is_busy() {
             return;
         }
@@ -82,7 +102,7 @@ impl Preparer {
         let cancel = self.cancel.clone();
         let spawned = std::thread::Builder::new()
             .name("log-prepare".to_owned())
-            .spawn(move || prepare(&path, bytes, &cancel, &tx));
+            .spawn(move || prepare(&path, bytes, pace, &cancel, &tx));
         match spawned {
             Ok(thread) => self.state = State::Preparing { done, thread },
             Err(error) => tracing::warn!(%error, "log: could not start the segment preparer"),
@@ -143,18 +163,27 @@ impl Drop for Preparer {
 }
 
 /// The preparer thread's work: a fresh file of `bytes` zeros, synced, sent back on `done`.
-fn prepare(path: &Path, bytes: u64, cancel: &AtomicBool, done: &Sender<io::Result<File>>) {
-    let _ = done.send(zero_filled(path, bytes, cancel));
+fn prepare(
+    path: &Path,
+    bytes: u64,
+    pace: u64,
+    cancel: &AtomicBool,
+    done: &Sender<io::Result<File>>,
+) {
+    let _ = done.send(zero_filled(path, bytes, pace, cancel));
 }
 
-fn zero_filled(path: &Path, bytes: u64, cancel: &AtomicBool) -> io::Result<File> {
+/// Writes and syncs the zeros 1 MiB at a time, no faster than `pace` bytes per second: the
+/// log's syncs share the disk, and one that lands behind a burst of zeros waits for all of it
+/// (unpaced, a 64 MiB preparation stalled the gateway's acknowledgements for ~250 ms).
+fn zero_filled(path: &Path, bytes: u64, pace: u64, cancel: &AtomicBool) -> io::Result<File> {
     // Truncating drops what a failed or cancelled preparation left.
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(path)?;
-    let mut synced = 0;
+    let (started, mut synced) = (Instant::now(), 0);
     write_zeros_with(&file, 0, bytes, |written| {
         if cancel.load(Ordering::Relaxed) {
             return Err(io::Error::other("cancelled"));
@@ -163,8 +192,32 @@ fn zero_filled(path: &Path, bytes: u64, cancel: &AtomicBool) -> io::Result<File>
             file.sync_data()?;
             synced = written;
         }
+        let due = Duration::from_micros(
+            u64::try_from(u128::from(written) * 1_000_000 / u128::from(pace.max(1)))
+                .unwrap_or(u64::MAX),
+        );
+        if let Some(early) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(early);
+        }
         Ok(())
     })?;
     file.sync_data()?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pace_is_a_multiple_of_the_fill_rate_and_never_below_the_floor() {
+        let mib = 1024 * 1024;
+        // 10 MiB/s filled → 40 MiB/s of zeros.
+        assert_eq!(pace(10 * mib, Duration::from_secs(1)), 40 * mib);
+        // A slow log still gets its next segment within a few seconds.
+        assert_eq!(pace(mib, Duration::from_secs(100)), PACE_MIN_BYTES_PER_S);
+        // No time elapsed (or no bytes): no division by zero, no overflow.
+        assert_eq!(pace(0, Duration::ZERO), PACE_MIN_BYTES_PER_S);
+        assert_eq!(pace(u64::MAX, Duration::ZERO), u64::MAX);
+    }
 }

@@ -7,9 +7,10 @@
 //!
 //! Segments: once the active segment holds [`PREPARE_AFTER_BYTES`] (or half its size, if that
 //! is less), the writer asks the [`Preparer`] for the next segment's file, zero-filled and
-//! synced, and rolls into it when the active one is full. A segment that grows as it is
-//! written (the first after open, or one made when no prepared file was ready) is left for a
-//! prepared one as soon as that is ready: its syncs cost about twice as much.
+//! synced at a pace set by how fast the active one fills, and rolls into it when the active
+//! one is full. A segment that grows as it is written (the first after open, or one made when
+//! no prepared file was ready) is left for a prepared one as soon as that is ready: its syncs
+//! cost about twice as much.
 //!
 //! Invariants: a waiter is told `Ok` only after the sync covering its records returned `Ok`.
 //! A failed write or sync is never retried: that batch and every later append fail with
@@ -31,7 +32,7 @@ use super::files::{create_segment, segment_path, sync_dir};
 use super::format::{FLAG_PREPARED, HEADER_BYTES, encode_header, encode_record};
 use super::gate::{Gate, Refusal};
 use super::handle::{Done, Payloads, Request};
-use super::prepare::{Preparer, prepared_path};
+use super::prepare::{self, Preparer, prepared_path};
 use super::recover::Tail;
 use super::stats::SyncStats;
 use super::{LogError, LogOptions, Lsn, SyncPolicy};
@@ -53,6 +54,9 @@ pub(crate) struct Writer {
     file_bytes: u64,
     /// Whether the active segment was prepared (zero-filled to its full size).
     file_prepared: bool,
+    /// When the active segment was started (or the log opened) and its size then: how fast it
+    /// fills sets the pace of the next preparation.
+    file_since: (Instant, u64),
     preparer: Preparer,
     next_lsn: Lsn,
     /// Set by the first failed write or sync; from then on every append fails.
@@ -89,6 +93,7 @@ impl Writer {
         Self {
             preparer: Preparer::new(dir.clone()),
             file_prepared: tail.prepared,
+            file_since: (Instant::now(), tail.bytes),
             dir,
             sync: options.sync,
             segment_bytes_max: options.segment_bytes_max,
@@ -254,7 +259,9 @@ impl Writer {
         self.next_lsn = lsn;
         let prepare_after = PREPARE_AFTER_BYTES.min(self.segment_bytes_max / 2);
         if self.file_bytes >= prepare_after {
-            self.preparer.request(self.segment_bytes_max);
+            let (since, bytes_then) = self.file_since;
+            let pace = prepare::pace(self.file_bytes - bytes_then, since.elapsed());
+            self.preparer.request(self.segment_bytes_max, pace);
         }
         Ok(first_lsn)
     }
@@ -281,6 +288,7 @@ impl Writer {
             None => create_segment(&self.dir, first_lsn, self.sync.as_mut())?,
         };
         self.file_bytes = HEADER_BYTES as u64;
+        self.file_since = (Instant::now(), self.file_bytes);
         self.segments.push_back(first_lsn);
         let prepared = self.file_prepared;
         self.stats.record_segment(prepared);
