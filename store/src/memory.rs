@@ -321,13 +321,8 @@ impl State {
         chat.head = seq;
         match &entry {
             Entry::Message(m) => {
-                let record = SentRecord {
-                    chat: id,
-                    seq,
-                    server_msg_id: m.server_msg_id,
-                    ts_ms: m.ts_ms,
-                };
-                self.sent.insert(m.idempotency_key(), record);
+                self.sent
+                    .insert(m.idempotency_key(), m.sent_record(id, seq));
                 for attachment in &m.attachments {
                     self.refs.entry(*attachment).or_default().insert((id, seq));
                 }

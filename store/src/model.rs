@@ -326,6 +326,16 @@ impl Message {
     pub fn idempotency_key(&self) -> (UserId, DeviceId, u64) {
         (self.sender, self.sender_device, self.client_msg_id)
     }
+
+    /// The answer a retry of this message gets once it is stored at `seq` of `chat`.
+    pub fn sent_record(&self, chat: ChatId, seq: Seq) -> SentRecord {
+        SentRecord {
+            chat,
+            seq,
+            server_msg_id: self.server_msg_id,
+            ts_ms: self.ts_ms,
+        }
+    }
 }
 
 impl Entry {

@@ -15,9 +15,7 @@ use super::codec::{Enc, encode_entry};
 use super::index::{self, Result, Txn, View};
 use super::layout::{self as l, ChatMeta};
 use crate::log::Lsn;
-use crate::model::{
-    Change, Entry, Millis, Mutation, ReceiptKind, Role, SentRecord, Seq, Update, WriteBatch,
-};
+use crate::model::{Change, Entry, Millis, Mutation, ReceiptKind, Role, Seq, Update, WriteBatch};
 
 /// Buffers the applier reuses from batch to batch, so applying allocates nothing per message
 /// beyond the rows themselves.
@@ -84,12 +82,7 @@ fn append(
     match entry {
         Entry::Message(m) => {
             let (user, device, client_msg_id) = m.idempotency_key();
-            let record = SentRecord {
-                chat,
-                seq,
-                server_msg_id: m.server_msg_id,
-                ts_ms: m.ts_ms,
-            };
+            let record = m.sent_record(chat, seq);
             txn.put_blind(l::sent(user, device, client_msg_id), l::sent_value(&record));
             scratch.expiring.push(l::Expiring {
                 user,

@@ -33,15 +33,7 @@ pub(crate) fn answers(batch: &WriteBatch) -> Vec<(SentKey, SentRecord)> {
                 chat,
                 seq,
                 entry: Entry::Message(message),
-            } => Some((
-                message.idempotency_key(),
-                SentRecord {
-                    chat: *chat,
-                    seq: *seq,
-                    server_msg_id: message.server_msg_id,
-                    ts_ms: message.ts_ms,
-                },
-            )),
+            } => Some((message.idempotency_key(), message.sent_record(*chat, *seq))),
             _ => None,
         })
         .collect()
@@ -52,35 +44,35 @@ pub(crate) fn answers(batch: &WriteBatch) -> Vec<(SentKey, SentRecord)> {
 pub(crate) struct PendingSent {
     /// The newest answer per key, with its record's LSN.
     by_key: HashMap<SentKey, (Lsn, SentRecord)>,
-    /// Every added record's keys, in LSN order (the writer completes appends in order).
-    by_lsn: VecDeque<(Lsn, Vec<SentKey>)>,
+    /// Every added record's answers as given, in LSN order (the writer completes appends in
+    /// order): what to drop once the record is applied.
+    by_lsn: VecDeque<(Lsn, Vec<(SentKey, SentRecord)>)>,
 }
 
 impl PendingSent {
     /// Adds record `lsn`'s answers; `applied_next` is the applier's progress (a record below it
     /// is in the index already, and adding it would keep it here forever).
     pub(crate) fn add(&mut self, lsn: Lsn, applied_next: Lsn, answers: Vec<(SentKey, SentRecord)>) {
-        if lsn < applied_next || answers.is_empty() {
+        if lsn < applied_next {
             return;
         }
-        let mut keys = Vec::with_capacity(answers.len());
-        for (key, record) in answers {
+        for &(key, record) in &answers {
             self.by_key.insert(key, (lsn, record));
-            keys.push(key);
         }
-        self.by_lsn.push_back((lsn, keys));
+        self.by_lsn.push_back((lsn, answers));
     }
 
     /// Drops the answers of records below `applied_next` (now in the index).
     pub(crate) fn applied(&mut self, applied_next: Lsn) {
-        while let Some((lsn, _)) = self.by_lsn.front() {
-            if *lsn >= applied_next {
-                break;
-            }
-            let Some((lsn, keys)) = self.by_lsn.pop_front() else {
+        while self
+            .by_lsn
+            .front()
+            .is_some_and(|(lsn, _)| *lsn < applied_next)
+        {
+            let Some((lsn, answers)) = self.by_lsn.pop_front() else {
                 break;
             };
-            for key in keys {
+            for (key, _) in answers {
                 // A later record with the same key keeps its own answer.
                 if self.by_key.get(&key).is_some_and(|(at, _)| *at == lsn) {
                     self.by_key.remove(&key);
