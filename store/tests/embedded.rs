@@ -48,6 +48,16 @@ fn message(seq: u64) -> WriteBatch {
     }
 }
 
+/// `n` messages to `chat()` after `seq`, which ends at the last.
+fn messages(seq: &mut u64, n: u64) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    for _ in 0..n {
+        *seq += 1;
+        batch.mutations.extend(message(*seq).mutations);
+    }
+    batch
+}
+
 fn head(store: &EmbeddedStore) -> u64 {
     block_on(store.chat(chat()))
         .expect("read")
@@ -396,15 +406,9 @@ fn the_index_may_live_elsewhere_and_a_foreign_index_is_refused() {
 fn an_idempotency_lookup_right_after_the_ack_finds_the_message_before_it_is_applied() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
-    let per_batch = 2_000;
     let mut seq = 0;
     for _ in 0..10 {
-        let mut batch = WriteBatch::default();
-        for _ in 0..per_batch {
-            seq += 1;
-            batch.mutations.extend(message(seq).mutations);
-        }
-        block_on(store.write(batch)).expect("durable");
+        block_on(store.write(messages(&mut seq, 2_000))).expect("durable");
         let found = block_on(store.sent(user(1), device(), seq)).expect("lookup");
         assert_eq!(found.map(|r| (r.chat, r.seq)), Some((chat(), seq)));
         let many = block_on(store.sent_many(vec![
@@ -416,5 +420,34 @@ fn an_idempotency_lookup_right_after_the_ack_finds_the_message_before_it_is_appl
             many.iter().map(|r| r.map(|r| r.seq)).collect::<Vec<_>>(),
             [Some(seq - 1), None]
         );
+    }
+}
+
+/// Reads of one chat (its state, its log) wait only for pending appends to that chat, yet each
+/// one issued right after a write's acknowledgement sees it: big batches keep the applier
+/// behind the acknowledgements while this runs. Another chat, with nothing pending, reads as
+/// it was.
+#[test]
+fn a_chat_read_right_after_the_ack_sees_the_append_before_it_is_applied() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
+    let other = ChatId::direct(user(1), user(3));
+    let mut first = message(1);
+    if let Some(Mutation::Append { chat, .. }) = first.mutations.first_mut() {
+        *chat = other;
+    }
+    block_on(store.write(first)).expect("durable");
+    let mut seq = 0;
+    for _ in 0..10 {
+        block_on(store.write(messages(&mut seq, 2_000))).expect("durable");
+        assert_eq!(
+            head(&store),
+            seq,
+            "the chat's state shows the acknowledged append"
+        );
+        let page = block_on(store.read_log(chat(), seq - 1, seq, 10)).expect("log");
+        assert_eq!(page.entries.iter().map(|e| e.0).collect::<Vec<_>>(), [seq]);
+        let untouched = block_on(store.chat(other)).expect("read").expect("exists");
+        assert_eq!(untouched.head, 1);
     }
 }

@@ -7,7 +7,10 @@
 //! each commit, and a read waits until `applied_next` reaches the `durable_next` it saw when it
 //! was issued, so it sees every write acknowledged before it (read-your-acknowledged-writes).
 //! Idempotency lookups do not wait: they ask the answers of durable records not yet applied,
-//! kept under the same lock (see [`super::pending`]), and then the index.
+//! kept under the same lock (see [`super::pending`]), and then the index; reads of one chat
+//! wait only for pending appends to that chat. After each commit the applier takes a
+//! reference to the index's active memtable and hands flushed ones to the reclaim thread (see
+//! [`super::reclaim`]).
 //!
 //! Invariants: a log segment is deleted only after the index rows of all its records were
 //! persisted with `fsync`; an apply failure stops applying, is logged loudly, and from then on
@@ -19,12 +22,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use fjall::{Database, Keyspace, PersistMode};
+use wire::ids::ChatId;
 
 use super::apply::{Scratch, apply_batch};
 use super::codec::decode_batch;
 use super::index::{IndexError, Txn};
 use super::layout as l;
-use super::pending::{PendingSent, SentKey};
+use super::pending::{Pending, SentKey, Unapplied};
+use super::reclaim::Reclaimer;
 use super::sweep::sweep;
 use crate::StoreError;
 use crate::log::{LogHandle, Lsn};
@@ -46,8 +51,8 @@ pub(crate) struct Shared {
 struct Applied {
     next: Lsn,
     failure: Option<String>,
-    /// Idempotency answers of records in `next..` (see [`super::pending`]).
-    pending_sent: PendingSent,
+    /// Idempotency answers and chat appends of records in `next..` (see [`super::pending`]).
+    pending: Pending,
 }
 
 impl Shared {
@@ -58,7 +63,7 @@ impl Shared {
             applied: Mutex::new(Applied {
                 next,
                 failure: None,
-                pending_sent: PendingSent::default(),
+                pending: Pending::default(),
             }),
             changed: Condvar::new(),
         }
@@ -101,15 +106,37 @@ impl Shared {
         }
     }
 
-    /// Keeps record `lsn`'s idempotency answers until the applier has applied it. Called on
-    /// the writer thread once the record is durable, before its waiter is told `Ok`.
-    pub(crate) fn remember_sent(&self, lsn: Lsn, answers: Vec<(SentKey, SentRecord)>) {
-        if answers.is_empty() {
+    /// Blocks (on a reader thread) until what a read of `chat` issued at `target` must see is
+    /// applied: the newest pending append to `chat`, if any, or everything durable at `target`
+    /// if that is earlier (see [`super::pending`]).
+    pub(crate) fn wait_chat_applied(&self, chat: ChatId, target: Lsn) -> Result<(), StoreError> {
+        let mut applied = self.lock();
+        loop {
+            if let Some(reason) = &applied.failure {
+                return Err(StoreError::Unavailable(reason.clone()));
+            }
+            let Some(last) = applied.pending.last_append(chat) else {
+                return Ok(());
+            };
+            if applied.next >= target.min(last + 1) {
+                return Ok(());
+            }
+            applied = self
+                .changed
+                .wait(applied)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Keeps what record `lsn` leaves pending until the applier has applied it. Called on the
+    /// writer thread once the record is durable, before its waiter is told `Ok`.
+    pub(crate) fn remember(&self, lsn: Lsn, unapplied: Unapplied) {
+        if unapplied.is_empty() {
             return;
         }
         let mut applied = self.lock();
         let next = applied.next;
-        applied.pending_sent.add(lsn, next, answers);
+        applied.pending.add(lsn, next, unapplied);
     }
 
     /// The answer for `key` of a durable record not yet applied; `Err` after the applier
@@ -119,14 +146,14 @@ impl Shared {
         if let Some(reason) = &applied.failure {
             return Err(StoreError::Unavailable(reason.clone()));
         }
-        Ok(applied.pending_sent.get(key))
+        Ok(applied.pending.sent(key))
     }
 
     /// Publishes the applier's progress; call after the commit that covers `..next`.
     fn set_applied(&self, next: Lsn) {
         let mut applied = self.lock();
         applied.next = next;
-        applied.pending_sent.applied(next);
+        applied.pending.applied(next);
         drop(applied);
         self.changed.notify_all();
     }
@@ -172,6 +199,8 @@ pub(crate) struct Applier {
     pub(crate) policy: CheckpointPolicy,
     /// The next LSN to apply.
     pub(crate) next: Lsn,
+    /// Frees the index's flushed memtables off its locks (see [`super::reclaim`]).
+    pub(crate) reclaimer: Reclaimer,
 }
 
 impl Applier {
@@ -184,6 +213,7 @@ impl Applier {
             let message = match rx.recv_timeout(self.policy.interval) {
                 Ok(message) => message,
                 Err(RecvTimeoutError::Timeout) => {
+                    self.reclaimer.release();
                     if since_checkpoint > 0 {
                         self.checkpoint();
                         since_checkpoint = 0;
@@ -284,6 +314,8 @@ impl Applier {
         self.shared
             .backlog_bytes
             .fetch_sub(applied_bytes, std::sync::atomic::Ordering::AcqRel);
+        self.reclaimer.observe(&self.ks);
+        self.reclaimer.release();
         if let Some(ToApplier::Checkpoint { reply }) = deferred {
             self.checkpoint_and_wait();
             reply.send(Ok(()));

@@ -27,6 +27,7 @@ mod index;
 mod layout;
 mod pending;
 mod read;
+mod reclaim;
 mod sweep;
 
 use std::fs;
@@ -43,6 +44,7 @@ use wire::ids::{AttachmentId, ChatId, DeviceId, UserId};
 use self::apply_thread::{Applier, CheckpointPolicy, Shared, ToApplier};
 use self::index::{IndexError, Txn};
 use self::read::{Reader, Readers};
+use self::reclaim::Reclaimer;
 use crate::log::{Log, LogError, LogOptions, Lsn};
 use crate::model::{
     Attachment, ChatState, Device, DeviceCursor, LogPage, Millis, Retention, SentRecord, Seq,
@@ -313,6 +315,7 @@ impl EmbeddedStore {
             chats,
         };
         let mut threads = Vec::new();
+        let (reclaim_tx, reclaim_rx) = crossbeam_channel::unbounded();
         let applier = Applier {
             db: db.clone(),
             ks: ks.clone(),
@@ -324,6 +327,7 @@ impl EmbeddedStore {
                 interval: options.checkpoint_interval,
             },
             next: log.recovery().next_lsn(),
+            reclaimer: Reclaimer::new(reclaim_tx),
         };
         // `open` returns once the applier runs at its priority, so nothing it applies (and
         // nothing a caller observes) ever ran at the wrong one.
@@ -335,6 +339,11 @@ impl EmbeddedStore {
         })?);
         // An error means the thread ended first; the store then fails its writes as before.
         let _ = lowered_rx.recv();
+        // Frees the index's flushed memtables; ends when the applier (the only sender) is gone.
+        threads.push(spawn("store-reclaim", dir, move || {
+            set_nice(nice);
+            reclaim::free_until_closed(&reclaim_rx);
+        })?);
         let (read_tx, read_rx) = crossbeam_channel::bounded(options.read_queue_max);
         for i in 0..options.readers {
             let reader = Reader {
@@ -574,13 +583,14 @@ impl Store for EmbeddedStore {
         let mut record = Vec::with_capacity(64 + batch.mutations.len() * 128);
         codec::encode_batch(&batch, &mut record);
         let (replier, reply) = Reply::channel();
-        let answers = pending::answers(&batch);
+        let unapplied = pending::Unapplied::of(&batch);
         let shared = self.inner.shared.clone();
-        // The writer thread completes the reply itself: no extra hop. Idempotency answers are
-        // kept in memory until applied, so lookups need not wait for the applier.
+        // The writer thread completes the reply itself: no extra hop. Idempotency answers and
+        // chat appends are kept in memory until applied, so the owner's lookups and chat loads
+        // need not wait for the applier.
         log.handle().append_then(record, move |outcome| {
             if let Ok(lsn) = &outcome {
-                shared.remember_sent(*lsn, answers);
+                shared.remember(*lsn, unapplied);
             }
             replier.send(outcome.map(drop).map_err(store_error));
         });
@@ -588,7 +598,9 @@ impl Store for EmbeddedStore {
     }
 
     fn chat(&self, chat: ChatId) -> StoreReply<Option<ChatState>> {
-        self.inner.readers.run(move |s| Ok(read::chat(s, chat)?))
+        self.inner
+            .readers
+            .run_chat(chat, move |s| Ok(read::chat(s, chat)?))
     }
 
     fn sent(
@@ -621,14 +633,14 @@ impl Store for EmbeddedStore {
         until_seq: Seq,
         limit: usize,
     ) -> StoreReply<LogPage> {
-        self.inner.readers.run(move |s| {
+        self.inner.readers.run_chat(chat, move |s| {
             read::read_log(s, chat, after_seq, until_seq, limit)?
                 .ok_or(StoreError::UnknownChat(chat))
         })
     }
 
     fn history(&self, chat: ChatId, before_seq: Seq, limit: usize) -> StoreReply<LogPage> {
-        self.inner.readers.run(move |s| {
+        self.inner.readers.run_chat(chat, move |s| {
             read::history(s, chat, before_seq, limit)?.ok_or(StoreError::UnknownChat(chat))
         })
     }

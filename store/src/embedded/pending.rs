@@ -1,21 +1,32 @@
-//! Idempotency answers of durable records the applier has not applied yet, so that a lookup
-//! (`Store::sent`) need not wait for the applier: the owner of every new send asks one, and an
-//! applier behind by tens of milliseconds would add that to every send.
+//! What durable records the applier has not applied yet leave pending, so that the reads the
+//! owner of a chat makes on the send path need not wait for the applier: the idempotency
+//! lookup of every new send (`Store::sent`) and the load of a chat (`Store::chat`), which used
+//! to wait until everything durable was applied, so an applier behind by tens of milliseconds
+//! (seconds while the index flushes on a busy CPU) added that to every send and chat load.
 //!
-//! Owns the map from idempotency key to [`SentRecord`] for records in `applied_next..`. It
-//! lives inside [`super::apply_thread::Shared`]'s lock, next to `applied_next`, and:
-//! - the writer thread adds a record's answers when its append completes, before the waiter is
-//!   told `Ok`, unless the applier has already applied it (then the index has them);
-//! - the applier drops the answers of records below `applied_next` when it publishes it, after
+//! Owns, for records in `applied_next..`, each one's idempotency answers ([`SentRecord`] by
+//! key) and the chats it appends to (the newest such LSN per chat). It lives inside
+//! [`super::apply_thread::Shared`]'s lock, next to `applied_next`, and:
+//! - the writer thread adds a record's entry when its append completes, before the waiter is
+//!   told `Ok`, unless the applier has already applied it (then the index has it);
+//! - the applier drops the entries of records below `applied_next` when it publishes it, after
 //!   its commit.
 //!
-//! Invariant (read-your-acknowledged-writes for `sent`): an answer acknowledged before a lookup
-//! is, when the lookup looks here, either here or committed to the index. So a lookup that
-//! looks here first and then reads a fresh index snapshot sees it without waiting.
+//! Invariant (read-your-acknowledged-writes, per key): a record acknowledged before a read is,
+//! when the read looks here, either here or committed to the index. So:
+//! - a lookup that asks the answers here first and then reads a fresh index snapshot sees every
+//!   acknowledged answer without waiting;
+//! - a read of chat `c` that finds no pending append to `c` may read the index at once, and
+//!   otherwise need only wait until that append (or everything durable when the read was
+//!   issued, if earlier) is applied.
+//!
+//! Only appends are tracked per chat: the chat rows a chat-scoped read sees (meta, head,
+//! members, entries) change only by appends to that chat. Cursors and devices are not (a new
+//! device's cursors touch every chat of its user), so reads of those wait for everything.
 
 use std::collections::{HashMap, VecDeque};
 
-use wire::ids::{DeviceId, UserId};
+use wire::ids::{ChatId, DeviceId, UserId};
 
 use crate::log::Lsn;
 use crate::model::{Entry, Mutation, SentRecord, WriteBatch};
@@ -23,66 +34,100 @@ use crate::model::{Entry, Mutation, SentRecord, WriteBatch};
 /// An idempotency key: a device's client message id.
 pub(crate) type SentKey = (UserId, DeviceId, u64);
 
-/// The answers one write batch gives, in mutation order.
-pub(crate) fn answers(batch: &WriteBatch) -> Vec<(SentKey, SentRecord)> {
-    batch
-        .mutations
-        .iter()
-        .filter_map(|m| match m {
-            Mutation::Append {
-                chat,
-                seq,
-                entry: Entry::Message(message),
-            } => Some((message.idempotency_key(), message.sent_record(*chat, *seq))),
-            _ => None,
-        })
-        .collect()
+/// What one write batch leaves pending until it is applied.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Unapplied {
+    /// The idempotency answers it gives, in mutation order.
+    answers: Vec<(SentKey, SentRecord)>,
+    /// The chats it appends to, each once.
+    chats: Vec<ChatId>,
 }
 
-/// Answers of durable, not yet applied records (see the module doc).
-#[derive(Debug, Default)]
-pub(crate) struct PendingSent {
-    /// The newest answer per key, with its record's LSN.
-    by_key: HashMap<SentKey, (Lsn, SentRecord)>,
-    /// Every added record's answers as given, in LSN order (the writer completes appends in
-    /// order): what to drop once the record is applied.
-    by_lsn: VecDeque<(Lsn, Vec<(SentKey, SentRecord)>)>,
-}
-
-impl PendingSent {
-    /// Adds record `lsn`'s answers; `applied_next` is the applier's progress (a record below it
-    /// is in the index already, and adding it would keep it here forever).
-    pub(crate) fn add(&mut self, lsn: Lsn, applied_next: Lsn, answers: Vec<(SentKey, SentRecord)>) {
-        if lsn < applied_next {
-            return;
+impl Unapplied {
+    /// What `batch` leaves pending (computed before it is written, on the caller's thread).
+    pub(crate) fn of(batch: &WriteBatch) -> Self {
+        let mut out = Self::default();
+        for mutation in &batch.mutations {
+            if let Mutation::Append { chat, seq, entry } = mutation {
+                if let Entry::Message(message) = entry {
+                    out.answers
+                        .push((message.idempotency_key(), message.sent_record(*chat, *seq)));
+                }
+                // A batch appends to few chats, usually runs of one: a linear check is enough.
+                if !out.chats.contains(chat) {
+                    out.chats.push(*chat);
+                }
+            }
         }
-        for &(key, record) in &answers {
-            self.by_key.insert(key, (lsn, record));
-        }
-        self.by_lsn.push_back((lsn, answers));
+        out
     }
 
-    /// Drops the answers of records below `applied_next` (now in the index).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.answers.is_empty() && self.chats.is_empty()
+    }
+}
+
+/// Idempotency answers and chat appends of durable, not yet applied records (see the module
+/// doc).
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// The newest answer per key, with its record's LSN.
+    answers: HashMap<SentKey, (Lsn, SentRecord)>,
+    /// The newest pending append per chat.
+    appends: HashMap<ChatId, Lsn>,
+    /// Every added record's entry as given, in LSN order (the writer completes appends in
+    /// order): what to drop once the record is applied.
+    records: VecDeque<(Lsn, Unapplied)>,
+}
+
+impl Pending {
+    /// Adds record `lsn`'s entry; `applied_next` is the applier's progress (a record below it
+    /// is in the index already, and adding it would keep it here forever).
+    pub(crate) fn add(&mut self, lsn: Lsn, applied_next: Lsn, unapplied: Unapplied) {
+        if lsn < applied_next || unapplied.is_empty() {
+            return;
+        }
+        for &(key, record) in &unapplied.answers {
+            self.answers.insert(key, (lsn, record));
+        }
+        for &chat in &unapplied.chats {
+            self.appends.insert(chat, lsn);
+        }
+        self.records.push_back((lsn, unapplied));
+    }
+
+    /// Drops the entries of records below `applied_next` (now in the index).
     pub(crate) fn applied(&mut self, applied_next: Lsn) {
         while self
-            .by_lsn
+            .records
             .front()
             .is_some_and(|(lsn, _)| *lsn < applied_next)
         {
-            let Some((lsn, answers)) = self.by_lsn.pop_front() else {
+            let Some((lsn, unapplied)) = self.records.pop_front() else {
                 break;
             };
-            for (key, _) in answers {
-                // A later record with the same key keeps its own answer.
-                if self.by_key.get(&key).is_some_and(|(at, _)| *at == lsn) {
-                    self.by_key.remove(&key);
+            // A later record with the same key or chat keeps its own entry.
+            for (key, _) in unapplied.answers {
+                if self.answers.get(&key).is_some_and(|(at, _)| *at == lsn) {
+                    self.answers.remove(&key);
+                }
+            }
+            for chat in unapplied.chats {
+                if self.appends.get(&chat) == Some(&lsn) {
+                    self.appends.remove(&chat);
                 }
             }
         }
     }
 
-    pub(crate) fn get(&self, key: &SentKey) -> Option<SentRecord> {
-        self.by_key.get(key).map(|(_, record)| *record)
+    /// The pending answer for `key`.
+    pub(crate) fn sent(&self, key: &SentKey) -> Option<SentRecord> {
+        self.answers.get(key).map(|(_, record)| *record)
+    }
+
+    /// The LSN of the newest pending append to `chat`.
+    pub(crate) fn last_append(&self, chat: ChatId) -> Option<Lsn> {
+        self.appends.get(&chat).copied()
     }
 }
 
@@ -108,35 +153,84 @@ mod tests {
         }
     }
 
+    fn chat(n: u64) -> ChatId {
+        ChatId::direct(UserId::new(1).expect("id"), UserId::new(n).expect("id"))
+    }
+
+    fn unapplied(answers: &[(u64, u64)], chats: &[u64]) -> Unapplied {
+        Unapplied {
+            answers: answers.iter().map(|&(k, s)| (key(k), record(s))).collect(),
+            chats: chats.iter().map(|&c| chat(c)).collect(),
+        }
+    }
+
     #[test]
-    fn answers_stay_until_their_record_is_applied() {
-        let mut p = PendingSent::default();
-        p.add(10, 10, vec![(key(1), record(1)), (key(2), record(2))]);
-        p.add(11, 10, vec![(key(3), record(3))]);
-        assert_eq!(p.get(&key(2)), Some(record(2)));
+    fn entries_stay_until_their_record_is_applied() {
+        let mut p = Pending::default();
+        p.add(10, 10, unapplied(&[(1, 1), (2, 2)], &[2]));
+        p.add(11, 10, unapplied(&[(3, 3)], &[3]));
+        assert_eq!(p.sent(&key(2)), Some(record(2)));
+        assert_eq!(
+            (p.last_append(chat(2)), p.last_append(chat(3))),
+            (Some(10), Some(11))
+        );
         p.applied(11);
-        assert_eq!((p.get(&key(1)), p.get(&key(2))), (None, None));
-        assert_eq!(p.get(&key(3)), Some(record(3)));
+        assert_eq!((p.sent(&key(1)), p.sent(&key(2))), (None, None));
+        assert_eq!(p.last_append(chat(2)), None);
+        assert_eq!(p.sent(&key(3)), Some(record(3)));
+        assert_eq!(p.last_append(chat(3)), Some(11));
         p.applied(12);
-        assert!(p.by_key.is_empty() && p.by_lsn.is_empty());
+        assert!(p.answers.is_empty() && p.appends.is_empty() && p.records.is_empty());
     }
 
     #[test]
-    fn a_record_already_applied_is_not_added() {
-        let mut p = PendingSent::default();
-        p.add(4, 5, vec![(key(1), record(1))]);
-        assert_eq!(p.get(&key(1)), None);
-        assert!(p.by_lsn.is_empty());
+    fn a_record_already_applied_or_empty_is_not_added() {
+        let mut p = Pending::default();
+        p.add(4, 5, unapplied(&[(1, 1)], &[2]));
+        p.add(6, 5, Unapplied::default());
+        assert_eq!(p.sent(&key(1)), None);
+        assert_eq!(p.last_append(chat(2)), None);
+        assert!(p.records.is_empty());
     }
 
     #[test]
-    fn a_later_answer_for_the_same_key_outlives_the_earlier_record() {
-        let mut p = PendingSent::default();
-        p.add(1, 0, vec![(key(1), record(1))]);
-        p.add(2, 0, vec![(key(1), record(2))]);
+    fn a_later_entry_for_the_same_key_or_chat_outlives_the_earlier_record() {
+        let mut p = Pending::default();
+        p.add(1, 0, unapplied(&[(1, 1)], &[2]));
+        p.add(2, 0, unapplied(&[(1, 2)], &[2]));
         p.applied(2);
-        assert_eq!(p.get(&key(1)), Some(record(2)));
+        assert_eq!(p.sent(&key(1)), Some(record(2)));
+        assert_eq!(p.last_append(chat(2)), Some(2));
         p.applied(3);
-        assert_eq!(p.get(&key(1)), None);
+        assert_eq!(p.sent(&key(1)), None);
+        assert_eq!(p.last_append(chat(2)), None);
+    }
+
+    #[test]
+    fn a_batch_lists_each_chat_it_appends_to_once_and_the_answers_of_its_messages() {
+        let message = |n: u64| {
+            Entry::Message(crate::model::Message {
+                server_msg_id: MessageId::new(u128::from(n)).expect("id"),
+                sender: UserId::new(1).expect("id"),
+                sender_device: DeviceId::new(1).expect("id"),
+                client_msg_id: n,
+                ts_ms: 5,
+                kind: crate::model::BodyKind::Text,
+                body: Vec::new(),
+                attachments: Vec::new(),
+            })
+        };
+        let append = |c: u64, seq: u64| Mutation::Append {
+            chat: chat(c),
+            seq,
+            entry: message(seq),
+        };
+        let batch = WriteBatch {
+            mutations: vec![append(2, 1), append(2, 2), append(3, 1)],
+        };
+        let got = Unapplied::of(&batch);
+        assert_eq!(got.chats, vec![chat(2), chat(3)]);
+        assert_eq!(got.answers.len(), 3);
+        assert_eq!(got.answers[1].1.seq, 2);
     }
 }

@@ -4,7 +4,8 @@
 //! Owns the read side of read-your-acknowledged-writes: a query is tagged with the
 //! `durable_next` LSN at submission and waits (on its reader thread) until the applier has
 //! applied that far. Each query reads one consistent snapshot. Idempotency lookups do not
-//! wait: they ask the answers of durable records not yet applied first (see
+//! wait: they ask the answers of durable records not yet applied first; reads of one chat's
+//! meta, members or entries wait only for pending appends to that chat (see
 //! [`super::pending`]).
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use super::index::{self, IndexError, Snap, View};
 use super::layout::{self as l, KeyParts};
 use super::pending::SentKey;
 use crate::StoreError;
+use crate::log::Lsn;
 use crate::model::{ChatState, Device, DeviceCursor, Entry, LogPage, SentRecord, Seq, SyncChat};
 use crate::reply::Reply;
 
@@ -56,16 +58,37 @@ impl Readers {
         &self,
         query: impl FnOnce(&Snap<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Reply<T, StoreError> {
+        self.run_after(Shared::wait_applied, query)
+    }
+
+    /// Runs `query`, which reads only `chat`'s meta, members and entries (rows only appends to
+    /// `chat` change), once every append to `chat` acknowledged so far is applied; with none
+    /// pending (the usual case), at once (see [`super::pending`]).
+    pub(crate) fn run_chat<T: Send + 'static>(
+        &self,
+        chat: ChatId,
+        query: impl FnOnce(&Snap<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Reply<T, StoreError> {
+        self.run_after(
+            move |shared, target| shared.wait_chat_applied(chat, target),
+            query,
+        )
+    }
+
+    /// Runs `query` on a reader thread after `wait`, given the `durable_next` LSN seen now.
+    fn run_after<T: Send + 'static>(
+        &self,
+        wait: impl FnOnce(&Shared, Lsn) -> Result<(), StoreError> + Send + 'static,
+        query: impl FnOnce(&Snap<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Reply<T, StoreError> {
         let target = self
             .shared
             .durable_next
             .load(std::sync::atomic::Ordering::Acquire);
         let shared = self.shared.clone();
         self.submit(move |reader: &Reader| {
-            shared.wait_applied(target).and_then(|()| {
-                let snap = Snap::new(&reader.db, &reader.ks);
-                query(&snap)
-            })
+            wait(&shared, target)?;
+            query(&Snap::new(&reader.db, &reader.ks))
         })
     }
 
