@@ -340,8 +340,10 @@ impl EmbeddedStore {
         // An error means the thread ended first; the store then fails its writes as before.
         let _ = lowered_rx.recv();
         // Frees the index's flushed memtables; ends when the applier (the only sender) is gone.
+        // Always at the lowest priority: freeing late only holds memory a little longer, and
+        // the applier frees itself once too much waits (`reclaim::QUEUED_MAX`).
         threads.push(spawn("store-reclaim", dir, move || {
-            set_nice(nice);
+            set_nice(reclaim::NICE);
             reclaim::free_until_closed(&reclaim_rx);
         })?);
         let (read_tx, read_rx) = crossbeam_channel::bounded(options.read_queue_max);

@@ -10,7 +10,8 @@
 //! Owns one extra reference to every memtable the applier wrote into. [`Reclaimer::observe`]
 //! (after each index commit) takes a reference to the tree's active memtable when it is a new
 //! one; [`Reclaimer::release`] hands every memtable that only we still reference to the
-//! `store-reclaim` thread, which frees it. So when the tree lets go, it only decrements a count.
+//! `store-reclaim` thread (nice 19), which frees it. So when the tree lets go, it only
+//! decrements a count.
 //!
 //! Invariants: a memtable is handed over only when our reference is its last (so nothing can
 //! reach it any more, and nobody can get a new reference); we hold at most the memtables the
@@ -23,6 +24,14 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use fjall::{AbstractTree, Keyspace};
 use lsm_tree::Memtable;
+
+/// The freeing thread's nice value: the lowest priority, whatever `background_nice` is.
+pub(crate) const NICE: i32 = 19;
+
+/// Memtables queued for the freeing thread beyond which the applier frees them itself: on a
+/// CPU so busy that the freeing thread falls this far behind, memory stays bounded (at most
+/// this many extra memtables) and the cost moves to the applier, whose backlog is bounded.
+pub(crate) const QUEUED_MAX: usize = 2;
 
 /// The applier's side: the references it holds and the way to the freeing thread.
 pub(crate) struct Reclaimer {
@@ -53,8 +62,13 @@ impl Reclaimer {
         while i < self.held.len() {
             if Arc::strong_count(&self.held[i]) == 1 {
                 let last = self.held.swap_remove(i);
-                // The thread is gone only at close; then this thread frees it, as before.
-                drop(self.to_free.send(last));
+                if self.to_free.len() < QUEUED_MAX {
+                    // The thread is gone only at close; then this thread frees it.
+                    drop(self.to_free.send(last));
+                } else {
+                    // Too much waits for the freeing thread already: free it here.
+                    drop(last);
+                }
             } else {
                 i += 1;
             }
