@@ -66,6 +66,7 @@ pub struct Config {
     pub sweep_interval_ms: u64,
     /// The nice value (0 to 19) of the store's index threads (the applier, fjall's flush and
     /// compaction workers): above 0 they yield the CPU to the executors and the log writer.
+    /// (The thread that frees the index's flushed memtables always runs at 19.)
     /// Default 19: the index's work is bounded by the store's apply backlog, and the CPU it
     /// takes in bursts (compactions) otherwise delays every message behind it. Measured with
     /// `loadgen live` on one gateway CPU (2,000 users, 1:1), alternated, 3 rounds: p99 at
