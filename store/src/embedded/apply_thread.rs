@@ -36,6 +36,9 @@ use crate::log::{LogHandle, Lsn};
 use crate::model::{Millis, Retention, SentRecord, SweepReport};
 use crate::reply::Replier;
 
+/// Pending entries dropped per hold of [`Shared`]'s lock once applied (see `set_applied`).
+const DROP_CHUNK: usize = 1024;
+
 /// State shared by the writer's gate, the applier and the readers.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -151,11 +154,13 @@ impl Shared {
 
     /// Publishes the applier's progress; call after the commit that covers `..next`.
     fn set_applied(&self, next: Lsn) {
-        let mut applied = self.lock();
-        applied.next = next;
-        applied.pending.applied(next);
-        drop(applied);
+        self.lock().next = next;
         self.changed.notify_all();
+        // Then drop the applied entries a chunk per hold of the lock: the writer's completion
+        // callback (every acknowledgement) takes it too (see `pending`).
+        while self.lock().pending.applied(next, DROP_CHUNK) {
+            std::thread::yield_now();
+        }
     }
 
     fn fail(&self, reason: String) {

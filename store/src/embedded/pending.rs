@@ -9,8 +9,11 @@
 //! [`super::apply_thread::Shared`]'s lock, next to `applied_next`, and:
 //! - the writer thread adds a record's entry when its append completes, before the waiter is
 //!   told `Ok`, unless the applier has already applied it (then the index has it);
-//! - the applier drops the entries of records below `applied_next` when it publishes it, after
-//!   its commit.
+//! - the applier drops the entries of records below `applied_next` after it publishes it (after
+//!   its commit), a chunk per hold of the lock, so the writer's completion callbacks (every
+//!   acknowledgement) never wait long for it. Meanwhile an entry of an applied record does no
+//!   harm: its answer is the one the index holds, and a chat's last append below
+//!   `applied_next` makes no read wait.
 //!
 //! Invariant (read-your-acknowledged-writes, per key): a record acknowledged before a read is,
 //! when the read looks here, either here or committed to the index. So:
@@ -96,16 +99,22 @@ impl Pending {
         self.records.push_back((lsn, unapplied));
     }
 
-    /// Drops the entries of records below `applied_next` (now in the index).
-    pub(crate) fn applied(&mut self, applied_next: Lsn) {
+    /// Drops the entries of records below `applied_next` (now in the index), whole records
+    /// at a time until about `budget` entries are gone; returns whether more remain to drop.
+    pub(crate) fn applied(&mut self, applied_next: Lsn, budget: usize) -> bool {
+        let mut dropped = 0;
         while self
             .records
             .front()
             .is_some_and(|(lsn, _)| *lsn < applied_next)
         {
+            if dropped >= budget {
+                return true;
+            }
             let Some((lsn, unapplied)) = self.records.pop_front() else {
                 break;
             };
+            dropped += unapplied.answers.len() + unapplied.chats.len();
             // A later record with the same key or chat keeps its own entry.
             for (key, _) in unapplied.answers {
                 if self.answers.get(&key).is_some_and(|(at, _)| *at == lsn) {
@@ -118,6 +127,7 @@ impl Pending {
                 }
             }
         }
+        false
     }
 
     /// The pending answer for `key`.
@@ -174,13 +184,34 @@ mod tests {
             (p.last_append(chat(2)), p.last_append(chat(3))),
             (Some(10), Some(11))
         );
-        p.applied(11);
+        p.applied(11, usize::MAX);
         assert_eq!((p.sent(&key(1)), p.sent(&key(2))), (None, None));
         assert_eq!(p.last_append(chat(2)), None);
         assert_eq!(p.sent(&key(3)), Some(record(3)));
         assert_eq!(p.last_append(chat(3)), Some(11));
-        p.applied(12);
+        p.applied(12, usize::MAX);
         assert!(p.answers.is_empty() && p.appends.is_empty() && p.records.is_empty());
+    }
+
+    #[test]
+    fn entries_are_dropped_a_budget_at_a_time_whole_records_first() {
+        let mut p = Pending::default();
+        p.add(1, 0, unapplied(&[(1, 1), (2, 2)], &[2]));
+        p.add(2, 0, unapplied(&[(3, 3)], &[3]));
+        p.add(3, 0, unapplied(&[(4, 4)], &[4]));
+        assert!(
+            p.applied(3, 2),
+            "the first record (3 entries) uses the budget up"
+        );
+        assert_eq!(p.sent(&key(1)), None);
+        assert_eq!(
+            p.sent(&key(3)),
+            Some(record(3)),
+            "still here, and still right"
+        );
+        assert!(!p.applied(3, 2));
+        assert_eq!(p.last_append(chat(3)), None);
+        assert_eq!(p.sent(&key(4)), Some(record(4)), "record 3 is not applied");
     }
 
     #[test]
@@ -198,10 +229,10 @@ mod tests {
         let mut p = Pending::default();
         p.add(1, 0, unapplied(&[(1, 1)], &[2]));
         p.add(2, 0, unapplied(&[(1, 2)], &[2]));
-        p.applied(2);
+        p.applied(2, usize::MAX);
         assert_eq!(p.sent(&key(1)), Some(record(2)));
         assert_eq!(p.last_append(chat(2)), Some(2));
-        p.applied(3);
+        p.applied(3, usize::MAX);
         assert_eq!(p.sent(&key(1)), None);
         assert_eq!(p.last_append(chat(2)), None);
     }
