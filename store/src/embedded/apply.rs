@@ -242,7 +242,6 @@ fn device_seen(txn: &mut Txn<'_>, user: UserId, device: DeviceId, at: Millis) ->
 
 #[cfg(test)]
 mod tests {
-    use fjall::{Database, KeyspaceCreateOptions};
     use wire::ids::MessageId;
 
     use super::*;
@@ -273,11 +272,7 @@ mod tests {
     /// that row; the first append after the upgrade writes a head row, which wins from then on.
     #[test]
     fn a_chat_written_before_head_rows_keeps_its_head_until_an_append_writes_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Database::builder(dir.path()).open().expect("fjall");
-        let ks = db
-            .keyspace("store", KeyspaceCreateOptions::default)
-            .expect("keyspace");
+        let (_dir, db, ks) = index::temp();
         let chat = ChatId::direct(user(1), user(2));
         let format_1_row = ChatMeta {
             name: "old".to_owned(),

@@ -94,34 +94,29 @@ impl Shared {
 
     /// Blocks (on a reader thread) until everything durable at `target` is applied.
     pub(crate) fn wait_applied(&self, target: Lsn) -> Result<(), StoreError> {
-        let mut applied = self.lock();
-        loop {
-            if let Some(reason) = &applied.failure {
-                return Err(StoreError::Unavailable(reason.clone()));
-            }
-            if applied.next >= target {
-                return Ok(());
-            }
-            applied = self
-                .changed
-                .wait(applied)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
+        self.wait_until(|applied| applied.next >= target)
     }
 
     /// Blocks (on a reader thread) until what a read of `chat` issued at `target` must see is
     /// applied: the newest pending append to `chat`, if any, or everything durable at `target`
     /// if that is earlier (see [`super::pending`]).
     pub(crate) fn wait_chat_applied(&self, chat: ChatId, target: Lsn) -> Result<(), StoreError> {
+        self.wait_until(|applied| {
+            applied
+                .pending
+                .last_append(chat)
+                .is_none_or(|last| applied.next >= target.min(last + 1))
+        })
+    }
+
+    /// Blocks until `ready` holds of the applier's progress, or the applier failed.
+    fn wait_until(&self, ready: impl Fn(&Applied) -> bool) -> Result<(), StoreError> {
         let mut applied = self.lock();
         loop {
             if let Some(reason) = &applied.failure {
                 return Err(StoreError::Unavailable(reason.clone()));
             }
-            let Some(last) = applied.pending.last_append(chat) else {
-                return Ok(());
-            };
-            if applied.next >= target.min(last + 1) {
+            if ready(&applied) {
                 return Ok(());
             }
             applied = self

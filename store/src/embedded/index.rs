@@ -274,3 +274,14 @@ pub(crate) fn user_chats(v: &impl View, user: UserId) -> Result<Vec<(ChatId, boo
     }
     Ok(out)
 }
+
+/// An empty index (keyspace `store`) in a temp dir, for tests.
+#[cfg(test)]
+pub(crate) fn temp() -> (tempfile::TempDir, Database, Keyspace) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::builder(dir.path()).open().expect("fjall");
+    let ks = db
+        .keyspace("store", fjall::KeyspaceCreateOptions::default)
+        .expect("keyspace");
+    (dir, db, ks)
+}

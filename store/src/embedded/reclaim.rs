@@ -92,7 +92,6 @@ pub(crate) fn free_until_closed(rx: &crossbeam_channel::Receiver<Arc<Memtable>>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fjall::{Database, KeyspaceCreateOptions};
 
     fn fill(ks: &Keyspace, round: u32) {
         for i in 0..1_000u32 {
@@ -103,11 +102,7 @@ mod tests {
 
     #[test]
     fn a_flushed_memtable_is_freed_by_us_and_a_live_one_is_kept() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Database::builder(dir.path()).open().expect("fjall");
-        let ks = db
-            .keyspace("t", KeyspaceCreateOptions::default)
-            .expect("keyspace");
+        let (_dir, _db, ks) = crate::embedded::index::temp();
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut reclaimer = Reclaimer::new(tx);
 

@@ -214,7 +214,6 @@ fn expire_sent(
 
 #[cfg(test)]
 mod tests {
-    use fjall::{Database, Keyspace, KeyspaceCreateOptions};
     use wire::ids::{DeviceId, UserId};
 
     use super::*;
@@ -235,16 +234,6 @@ mod tests {
             client_msg_id,
             ts_ms,
         }
-    }
-
-    /// An empty index in a temp dir.
-    fn index() -> (tempfile::TempDir, Database, Keyspace) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Database::builder(dir.path()).open().expect("fjall");
-        let ks = db
-            .keyspace("store", KeyspaceCreateOptions::default)
-            .expect("keyspace");
-        (dir, db, ks)
     }
 
     /// Idempotency answers (any value: expiry never reads them) for user 1's device 1.
@@ -271,7 +260,7 @@ mod tests {
     /// rows of the current shape, and counts each message once.
     #[test]
     fn legacy_per_message_expiry_rows_still_expire() {
-        let (_dir, db, ks) = index();
+        let (_dir, db, ks) = index::temp();
         let mut txn = Txn::new(&db, &ks);
         let legacy = Key::new(l::SENT_BY_TIME)
             .with(&1_000u64.to_be_bytes())
@@ -299,7 +288,7 @@ mod tests {
     /// LSN), past the cutoff, and their idempotency answers stay.
     #[test]
     fn a_partly_expired_row_is_written_back_under_its_oldest_remaining_time() {
-        let (_dir, db, ks) = index();
+        let (_dir, db, ks) = index::temp();
         let mut txn = Txn::new(&db, &ks);
         let all = [item(1, 1_000), item(2, 1_300), item(3, 1_200)];
         let (key, value) = l::expiring_row(&all, 7).expect("a row");
