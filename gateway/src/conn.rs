@@ -1,9 +1,9 @@
 //! One WebSocket connection's task: the upgrade, then the frame loop until it closes.
 //!
 //! Owns the connection's socket and its inbound bytes. Memory: an idle connection holds its
-//! `Conn` (empty queue), a 32-byte read buffer and the socket, nothing more: inbound bytes are
-//! read into a small inline buffer while waiting, then drained with non-blocking reads into a
-//! stack buffer and kept only while a frame is incomplete; outbound frames are shared buffers.
+//! `Conn` (empty queue) and the socket, nothing more: inbound bytes are read, once the socket
+//! is readable, into a buffer on the thread's stack and kept only while a frame is incomplete;
+//! outbound frames are shared buffers.
 //! Invariants: every complete inbound message is answered or closes the connection with the
 //! right code; the task never blocks its thread; it unregisters itself on every exit path.
 
@@ -21,10 +21,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use wire::ws::{self, close};
 
-/// Bytes read while waiting for a quiet connection to speak (a frame header fits).
-const WAIT_READ_BYTES: usize = 32;
-/// Bytes per non-blocking read once data is flowing (on the thread's stack, not the task's).
-const DRAIN_READ_BYTES: usize = 16 * 1024;
+/// Bytes per read (on the thread's stack, not the task's).
+const READ_BYTES: usize = 16 * 1024;
+/// Bytes per read while waiting for the peer's close frame (in the closing task's state).
+const CLOSE_WAIT_READ_BYTES: usize = 32;
 /// Most bytes read from a peer after our close frame while waiting for its own.
 const CLOSING_READ_BYTES_MAX: usize = 64 * 1024;
 
@@ -47,7 +47,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
 }
 
 enum Event {
-    Read(usize),
+    /// Bytes arrived and were handled; false if the peer ended the stream.
+    Read(bool),
     Woken,
     Gone,
 }
@@ -59,42 +60,39 @@ async fn session(core: &Core, conn: &Conn, stream: &mut TcpStream, mut leftover:
         return Box::pin(finish(core, conn, stream, &mut inbound)).await;
     }
     drop(leftover);
-    let mut wait_buf = [0u8; WAIT_READ_BYTES];
     loop {
         if conn.closing.get().is_some() {
             // Boxed: the closing state is needed once, not in every idle connection.
             return Box::pin(finish(core, conn, stream, &mut inbound)).await;
         }
         let event =
-            std::future::poll_fn(|cx| poll_event(cx, core, conn, stream, &mut wait_buf)).await;
+            std::future::poll_fn(|cx| poll_event(cx, core, conn, stream, &mut inbound)).await;
         match event {
-            Event::Gone | Event::Read(0) => return,
+            Event::Gone | Event::Read(false) => return,
             Event::Woken => {}
-            Event::Read(n) => {
-                if absorb(core, conn, &mut inbound, &mut wait_buf[..n])
-                    && !read_available(core, conn, stream, &mut inbound)
-                {
-                    return;
-                }
-                // A client that always has bytes ready would otherwise never let other tasks run.
-                glommio::yield_if_needed().await;
-            }
+            // A client that always has bytes ready would otherwise never let other tasks run.
+            Event::Read(true) => glommio::yield_if_needed().await,
         }
     }
 }
 
-/// Takes what else has arrived without waiting (into a buffer on the thread's stack, not the
-/// task's), bounded so one client cannot monopolize the core. False if the peer is gone.
-fn read_available(core: &Core, conn: &Conn, stream: &TcpStream, inbound: &mut Inbound) -> bool {
-    let mut buf = [0u8; DRAIN_READ_BYTES];
+/// Takes what else has arrived without waiting, bounded so one client cannot monopolize the
+/// core; stops at a short read (the socket was empty then). False if the peer is gone.
+fn read_available(
+    core: &Core,
+    conn: &Conn,
+    stream: &TcpStream,
+    inbound: &mut Inbound,
+    buf: &mut [u8],
+) -> bool {
     for _ in 0..4 {
         if conn.closing.get().is_some() {
             break;
         }
-        match read_now(stream, &mut buf) {
+        match read_now(stream, buf) {
             Some(0) => return false,
             Some(n) => {
-                if !absorb(core, conn, inbound, &mut buf[..n]) {
+                if !absorb(core, conn, inbound, &mut buf[..n]) || n < buf.len() {
                     break;
                 }
             }
@@ -103,7 +101,6 @@ fn read_available(core: &Core, conn: &Conn, stream: &TcpStream, inbound: &mut In
     }
     true
 }
-
 /// Feeds received bytes to the frame parser and handles each complete message. False if the
 /// peer is gone (its close was answered) or the connection must close.
 fn absorb(core: &Core, conn: &Conn, inbound: &mut Inbound, bytes: &mut [u8]) -> bool {
@@ -143,12 +140,17 @@ fn read_now(stream: &TcpStream, buf: &mut [u8]) -> Option<usize> {
 }
 
 /// Polls everything a connection waits on at once: writing its queue, reading, being woken.
+///
+/// Reads go into a buffer on the thread's stack, handled before this returns, so an idle
+/// connection keeps no read buffer: Glommio's `poll_read` waits for readiness, not for a
+/// read into the buffer, and a short read arms that wait at once. So one readiness costs one
+/// `recv`, not a short read, a second read and a failing third.
 fn poll_event(
     cx: &mut Context<'_>,
     core: &Core,
     conn: &Conn,
     stream: &mut TcpStream,
-    wait_buf: &mut [u8],
+    inbound: &mut Inbound,
 ) -> Poll<Event> {
     if poll_flush(cx, core, conn, stream).is_err() {
         return Poll::Ready(Event::Gone);
@@ -156,8 +158,18 @@ fn poll_event(
     if conn.closing.get().is_some() {
         return Poll::Ready(Event::Woken);
     }
-    if let Poll::Ready(read) = Pin::new(&mut *stream).poll_read(cx, wait_buf) {
-        return Poll::Ready(read.map_or(Event::Gone, Event::Read));
+    let mut buf = [0u8; READ_BYTES];
+    match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+        Poll::Ready(Err(_) | Ok(0)) => return Poll::Ready(Event::Gone),
+        Poll::Ready(Ok(n)) => {
+            // A refused frame or a close request is no reason to stop here: the loop sends
+            // the close frame (`finish`). Only the peer's end of the stream is.
+            let open = !absorb(core, conn, inbound, &mut buf[..n])
+                || n < buf.len()
+                || read_available(core, conn, stream, inbound, &mut buf);
+            return Poll::Ready(Event::Read(open));
+        }
+        Poll::Pending => {}
     }
     if conn.wake.poll_take(cx).is_ready() {
         return Poll::Ready(Event::Woken);
@@ -231,7 +243,7 @@ async fn finish(core: &Core, conn: &Conn, stream: &mut TcpStream, inbound: &mut 
 /// Reads (and ignores) what the peer still sends until its close frame or EOF, at most
 /// `CLOSING_READ_BYTES_MAX` (a peer that keeps sending is not closing).
 async fn await_peer_close(stream: &mut TcpStream, inbound: &mut Inbound) {
-    let mut buf = [0u8; WAIT_READ_BYTES];
+    let mut buf = [0u8; CLOSE_WAIT_READ_BYTES];
     let mut budget = CLOSING_READ_BYTES_MAX;
     loop {
         let n = match stream.read(&mut buf).await {

@@ -178,11 +178,16 @@ impl Metrics {
         }
     }
 
-    /// Reads the store log's sync counters at every scrape (see [`crate::store_metrics`]).
-    pub fn watch_store_log(&mut self, stats: std::sync::Arc<store::log::SyncStats>) {
+    /// Reads the store log's sync counters and the index's lag at every scrape (see
+    /// [`crate::store_metrics`]).
+    pub fn watch_store_log(
+        &mut self,
+        stats: std::sync::Arc<store::log::SyncStats>,
+        lag: store::embedded::IndexLag,
+    ) {
         self.registry
             .register_collector(Box::new(crate::store_metrics::StoreLogCollector::new(
-                stats,
+                stats, lag,
             )));
     }
 

@@ -65,8 +65,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let cores = config.executor_count();
     let (store, log_syncs) = open_store(config)?;
     let mut metrics = Metrics::new();
-    if let Some(stats) = log_syncs {
-        metrics.watch_store_log(stats);
+    if let Some((stats, lag)) = log_syncs {
+        metrics.watch_store_log(stats, lag);
     }
     let sockets = crate::listener::bind_reuseport(config.listen, cores, config.accept_backlog)?;
     let ws_addr = local_addr(&sockets[0])?;
@@ -194,11 +194,11 @@ async fn run_core(startup: Arc<Startup>, mesh: crate::messaging::Mesh) {
     core.drain().await;
 }
 
-/// The store log's sync counters, when the store has a log.
-type StoreLogStats = Option<Arc<store::log::SyncStats>>;
+/// The store log's sync counters and the index's lag, when the store has a log.
+type StoreLogStats = Option<(Arc<store::log::SyncStats>, store::embedded::IndexLag)>;
 
 /// Opens the embedded store in `<data_dir>/store`, replaying its log; returns it with its
-/// log's sync counters (for the metrics).
+/// log's sync counters and index lag (for the metrics).
 fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn store::Store>, StoreLogStats)> {
     let dir = config.data_dir.join("store");
     let options = store::embedded::EmbeddedOptions {
@@ -216,7 +216,9 @@ fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn store::Store>, StoreLo
         chats = report.chats,
         "store open"
     );
-    let log_syncs = store.log_sync_stats();
+    let log_syncs = store
+        .log_sync_stats()
+        .map(|stats| (stats, store.index_lag()));
     Ok((Arc::new(store), log_syncs))
 }
 

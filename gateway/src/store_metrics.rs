@@ -1,10 +1,14 @@
 //! The store's metrics, read at scrape time: how long the log's syncs take, and whether its
-//! segments were prepared ahead of use.
+//! segments were prepared ahead of use, and how far the index lags the log.
 //!
-//! Owns the `switchboard_store_log_*` names. Every acknowledgement waits for a log sync, so
+//! Owns the `switchboard_store_log_*` and `switchboard_store_index_*` names. Every acknowledgement waits for a log sync, so
 //! these are the disk's share of send latency: `sync_stalled_seconds_total` grows by the time
 //! spent in syncs longer than `store::log::STALL` (10 ms); its rate is the fraction of time
 //! during which sends could not be acknowledged within 10 ms.
+//!
+//! `index_backlog_bytes` is the applier's backlog: reads other than idempotency lookups and
+//! reads of chats with nothing pending wait for it, and at `apply_backlog_bytes_max` the
+//! acknowledgements wait too.
 //!
 //! Invariant: scraping only loads the store's atomics (no lock, nothing on the writer thread).
 
@@ -14,18 +18,20 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use store::embedded::IndexLag;
 use store::log::SyncStats;
 
-/// Exposes a log's [`SyncStats`] as Prometheus metrics.
+/// Exposes a log's [`SyncStats`] and the index's [`IndexLag`] as Prometheus metrics.
 #[derive(Debug)]
 pub struct StoreLogCollector {
     stats: Arc<SyncStats>,
+    lag: IndexLag,
 }
 
 impl StoreLogCollector {
-    /// Reads `stats` at every scrape.
-    pub fn new(stats: Arc<SyncStats>) -> Self {
-        Self { stats }
+    /// Reads `stats` and `lag` at every scrape.
+    pub fn new(stats: Arc<SyncStats>, lag: IndexLag) -> Self {
+        Self { stats, lag }
     }
 }
 
@@ -75,6 +81,13 @@ impl Collector for StoreLogCollector {
             "The longest sync of the store's log since start",
             None,
             max.metric_type(),
+        )?)?;
+        let backlog = ConstGauge::new(i64::try_from(self.lag.backlog_bytes()).unwrap_or(i64::MAX));
+        backlog.encode(encoder.encode_descriptor(
+            "switchboard_store_index_backlog_bytes",
+            "Bytes of durable log records not yet applied to the index",
+            None,
+            backlog.metric_type(),
         )?)
     }
 }

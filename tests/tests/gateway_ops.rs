@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use switchboard_tests::chat::{ChatClient, Event, WAIT, direct};
 use switchboard_tests::gateway::{self, COMMAND_TIMEOUT, Gateway, IO_TIMEOUT};
@@ -81,8 +82,9 @@ fn metrics_parse_and_include_every_required_metric() {
 }
 
 /// The store log's counters (`switchboard_store_log_*`): names, types, and at least one more
-/// sync (taking some time) for each durable send. (Segment rollovers are counted by the log's
-/// own tests: a gateway test would have to write a whole segment.)
+/// sync (taking some time) for each durable send; and the index's backlog, a gauge that
+/// returns to 0 once the sends are applied. (Segment rollovers are counted by the log's own
+/// tests: a gateway test would have to write a whole segment.)
 #[test]
 fn store_log_sync_counters_move_with_durable_sends() {
     const SYNCS: &str = "switchboard_store_log_syncs_total";
@@ -91,6 +93,7 @@ fn store_log_sync_counters_move_with_durable_sends() {
     const MAX: &str = "switchboard_store_log_sync_max_seconds";
     const SEGMENTS: &str = "switchboard_store_log_segments_total";
     const UNPREPARED: &str = "switchboard_store_log_segments_unprepared_total";
+    const BACKLOG: &str = "switchboard_store_index_backlog_bytes";
     let gw = Gateway::start();
     let before = gw.metrics();
     for name in [SYNCS, SECONDS, STALLED, SEGMENTS, UNPREPARED] {
@@ -101,7 +104,9 @@ fn store_log_sync_counters_move_with_durable_sends() {
             Some("counter")
         );
     }
-    assert_eq!(before.types.get(MAX).map(String::as_str), Some("gauge"));
+    for gauge in [MAX, BACKLOG] {
+        assert_eq!(before.types.get(gauge).map(String::as_str), Some("gauge"));
+    }
     let mut alice = ChatClient::connect_fresh(&gw, 4101, 1);
     let chat = direct(4101, 4102);
     // Each send waits for its `Sent`, so each needs its own sync.
@@ -122,6 +127,15 @@ fn store_log_sync_counters_move_with_durable_sends() {
     );
     assert!(after.sum(STALLED) >= before.sum(STALLED));
     assert!(after.sum(MAX) > 0.0, "{}", after.show(MAX));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.metrics().sum(BACKLOG) != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the index never caught up: {}",
+            gw.metrics().show(BACKLOG)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// (thread name, nice value) of every thread of process `pid`.

@@ -381,6 +381,26 @@ impl EmbeddedStore {
     pub fn log_sync_stats(&self) -> Option<Arc<crate::log::SyncStats>> {
         self.inner.log.as_ref().map(Log::sync_stats)
     }
+
+    /// How far the index lags the log: read at any time, from any thread (atomics only).
+    pub fn index_lag(&self) -> IndexLag {
+        IndexLag(self.inner.shared.clone())
+    }
+}
+
+/// How far the index lags the log (see [`EmbeddedStore::index_lag`]): reads that cannot be
+/// answered from pending records wait for this lag.
+#[derive(Debug, Clone)]
+pub struct IndexLag(Arc<apply_thread::Shared>);
+
+impl IndexLag {
+    /// Bytes of durable records handed to the applier and not yet applied.
+    #[must_use]
+    pub fn backlog_bytes(&self) -> u64 {
+        self.0
+            .backlog_bytes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// The log record `batch` becomes: what [`EmbeddedStore::write`] appends to the log, byte
