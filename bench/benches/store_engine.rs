@@ -9,8 +9,8 @@
 //!   on: `tuning/apply` sets 4 MiB), open-loop (one write per 1 ms tick with every message
 //!   due, latency from the tick's intended time, so stalls count). Goal: p99 at most 10 ms.
 //!   Three rounds each of three index shapes, alternated, with the medians of p99: what the
-//!   gateway opens (the store's defaults with the index threads at nice 19), the store's
-//!   defaults (nice 0), and fjall's own (64 MiB memtables and tables, a checkpoint every
+//!   gateway opens (the store's defaults with the applier at nice 10 and fjall's workers at
+//!   19), the store's defaults (nice 0), and fjall's own (64 MiB memtables and tables, a checkpoint every
 //!   16 MiB or 1 s, one worker per core up to 4), which write the index in larger bursts. In
 //!   each round also the floor under all three: the store's log alone appending the same
 //!   records (no index), whose tail is the disk's at that moment (the store's p99 over it is
@@ -495,7 +495,7 @@ const SHAPE_ROUNDS: usize = 3;
 #[derive(Clone, Copy)]
 enum Shape {
     /// What `switchboard serve` opens: the store's defaults with its index threads at the
-    /// gateway's `store_background_nice` (19).
+    /// gateway's `store_background_nice` (19) and `store_apply_nice` (10).
     Gateway,
     /// `EmbeddedOptions::default()`: the index threads at nice 0.
     Store,
@@ -518,10 +518,14 @@ impl Shape {
     fn options(self) -> EmbeddedOptions {
         let defaults = EmbeddedOptions::default();
         match self {
-            Self::Gateway => EmbeddedOptions {
-                background_nice: gateway::config::Config::default().store_background_nice,
-                ..defaults
-            },
+            Self::Gateway => {
+                let gateway = gateway::config::Config::default();
+                EmbeddedOptions {
+                    background_nice: gateway.store_background_nice,
+                    apply_nice: gateway.store_apply_nice,
+                    ..defaults
+                }
+            }
             Self::Store => defaults,
             Self::Fjall => EmbeddedOptions {
                 memtable_bytes: 64 << 20,
@@ -550,11 +554,9 @@ fn embedded_run(secs: u64, shape: Shape) -> (Paced, Duration, SyncSnapshot, Stri
     let store = open_store(dir.path(), options);
     let (threads_before, started) = (bench::thread_ticks("self"), Instant::now());
     let run = fixed_rate(&store, FIXED_RATE_PER_S, secs);
-    // A read waits until the applier has applied everything acknowledged before it.
-    let chat = Producer::new(0).chats[0];
-    block_on(store.chat(chat))
-        .expect("read")
-        .expect("chat exists");
+    // Until the applier has applied everything acknowledged before it (a read of one chat
+    // waits only for that chat's appends).
+    block_on(store.caught_up()).expect("the index catches up");
     let lag = run.last_ack.elapsed();
     // After the applier has caught up, so its whole cost of the run is counted.
     let cpu = store_cpu(
@@ -863,9 +865,9 @@ fn recovery(messages: u64) {
     let store = open_store(dir.path(), EmbeddedOptions::default());
     println!("store_engine/recovery: building {messages} messages over {BUILD_CHATS} chats…");
     let built = build(&store, messages);
-    // The applier's backlog after a bulk load: a read waits until it is applied.
+    // The applier's backlog after a bulk load.
     let caught_up = Instant::now();
-    block_on(store.chat(build_chat(0))).expect("read");
+    block_on(store.caught_up()).expect("the index catches up");
     let caught_up = caught_up.elapsed();
     let closing = Instant::now();
     drop(store);

@@ -64,16 +64,23 @@ pub struct Config {
     /// How often retention runs (expired messages, delivered messages, pruned devices,
     /// attachments no message references).
     pub sweep_interval_ms: u64,
-    /// The nice value (0 to 19) of the store's index threads (the applier, fjall's flush and
-    /// compaction workers): above 0 they yield the CPU to the executors and the log writer.
-    /// (The thread that frees the index's flushed memtables always runs at 19.)
-    /// Default 19: the index's work is bounded by the store's apply backlog, and the CPU it
-    /// takes in bursts (compactions) otherwise delays every message behind it. Measured with
-    /// `loadgen live` on one gateway CPU (2,000 users, 1:1), alternated, 3 rounds: p99 at
-    /// 8,000 msg/s 29–45 ms (median 36) at 19, 25–73 ms (41) at 10, 82–97 ms (91) at 0. At
-    /// 15,000 offered (overload) no consistent loss: 13.7k and 15.0k deliveries/s at 19
-    /// against 14.6k and 14.7k at 0. The 1:1 `messaging` bench moved within its noise.
+    /// The nice value (0 to 19) of the store index's flush and compaction workers (fjall's):
+    /// above 0 they yield the CPU to the executors, the log writer and the applier. (The
+    /// thread that frees the index's flushed memtables always runs at 19.)
+    /// Default 19: their work comes in bursts (compactions) that otherwise delay every message
+    /// behind them. Measured with `loadgen live` on one gateway CPU (2,000 users, 1:1),
+    /// alternated, 3 rounds, with the applier at the same value: p99 at 8,000 msg/s 29–45 ms
+    /// (median 36) at 19, 25–73 ms (41) at 10, 82–97 ms (91) at 0.
     pub store_background_nice: i32,
+    /// The nice value (0 to 19) of the store's applier, which applies durable records to the
+    /// index. Sync plans, device lists and cursor reads wait for its lag, and once it lags by
+    /// the apply backlog (32 MiB) acknowledgements wait too.
+    /// Default 10: between the executors (0) and the compactions (19). At 19 it shared the
+    /// leftover CPU with the compactions and fell behind during each one: on one gateway CPU
+    /// (`loadgen live`, 2,000 users, 1:1, 90 s) at 12,000 msg/s, alternated, p99 171 and 561 ms
+    /// (backlog at its cap) at 19 against 25 and 15 ms (backlog at most 16 MiB) at 10; at
+    /// 14,000 msg/s 2.9 s at 19, 26 ms at 10 and 36 ms at 5.
+    pub store_apply_nice: i32,
     /// Where the store's index lives. Unset: `<data_dir>/store/index`. On a host with a
     /// second disk, put it there: the index writes about 3× the log's bytes, and on a shared
     /// disk those writes delay the log's syncs, which every `Sent` waits for. Always start the
@@ -146,6 +153,7 @@ impl Default for Config {
             sweep_interval_ms: 60_000,
             attachment_unreferenced_ms: 24 * 60 * 60 * 1000,
             store_background_nice: 19,
+            store_apply_nice: 10,
             store_index_dir: None,
             media_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             media_backend: MediaBackend::Local,
@@ -301,6 +309,9 @@ impl Config {
         }
         if !(0..=19).contains(&self.store_background_nice) {
             return Err(invalid("store_background_nice", "must be within 0..=19"));
+        }
+        if !(0..=19).contains(&self.store_apply_nice) {
+            return Err(invalid("store_apply_nice", "must be within 0..=19"));
         }
         if self.handshake_bytes_max < 1024 {
             return Err(invalid("handshake_bytes_max", "must be at least 1024"));
@@ -477,6 +488,7 @@ mod tests {
             ),
             ("media_public_url = \"ftp://x\"", "media_public_url"),
             ("store_background_nice = 20", "store_background_nice"),
+            ("store_apply_nice = -1", "store_apply_nice"),
             (
                 "attachment_unreferenced_ms = 0",
                 "attachment_unreferenced_ms",

@@ -204,6 +204,7 @@ fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn store::Store>, StoreLo
     let options = store::embedded::EmbeddedOptions {
         retention: config.retention(),
         background_nice: config.store_background_nice,
+        apply_nice: config.store_apply_nice,
         index_dir: config.store_index_dir.clone(),
         ..store::embedded::EmbeddedOptions::default()
     };

@@ -451,3 +451,19 @@ fn a_chat_read_right_after_the_ack_sees_the_append_before_it_is_applied() {
         assert_eq!(untouched.head, 1);
     }
 }
+
+/// `caught_up` answers only once the index holds every acknowledged write: then the backlog
+/// gauge reads 0 and a read that waits for everything (the user's chats) sees the chat.
+#[test]
+fn caught_up_answers_once_the_index_holds_every_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
+    let lag = store.index_lag();
+    let mut seq = 0;
+    for _ in 0..5 {
+        block_on(store.write(messages(&mut seq, 2_000))).expect("durable");
+        block_on(store.caught_up()).expect("caught up");
+        assert_eq!(lag.backlog_bytes(), 0, "nothing is left to apply");
+        assert_eq!(block_on(store.user_chats(user(2))).expect("read"), [chat()]);
+    }
+}

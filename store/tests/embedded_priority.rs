@@ -1,6 +1,6 @@
-//! `EmbeddedOptions::background_nice`: the applier and fjall's flush and compaction workers run
-//! at the lowered priority, the log writer and the readers (on the acknowledgement and query
-//! paths) do not, and a value outside 0..=19 is refused. `EmbeddedOptions::index_workers`: fjall
+//! `EmbeddedOptions::background_nice` and `apply_nice`: fjall's flush and compaction workers
+//! and the applier run at their own lowered priorities, the log writer and the readers (on the
+//! acknowledgement and query paths) do not, and a value outside 0..=19 is refused. `EmbeddedOptions::index_workers`: fjall
 //! runs exactly that many workers, and 0 or 65 is refused. One test in its own binary, so the
 //! process's threads are only this store's.
 
@@ -38,6 +38,10 @@ fn background_threads_run_at_the_lowered_priority_and_the_ack_path_does_not() {
             ..EmbeddedOptions::default()
         },
         EmbeddedOptions {
+            apply_nice: -1,
+            ..EmbeddedOptions::default()
+        },
+        EmbeddedOptions {
             index_workers: 0,
             ..EmbeddedOptions::default()
         },
@@ -60,7 +64,8 @@ fn background_threads_run_at_the_lowered_priority_and_the_ack_path_does_not() {
     // Neither the store's default (4) nor fjall's own on any machine (its core count, up to 4).
     let index_workers = 5;
     let options = EmbeddedOptions {
-        background_nice: 10,
+        background_nice: 15,
+        apply_nice: 5,
         index_workers,
         ..EmbeddedOptions::default()
     };
@@ -89,11 +94,11 @@ fn background_threads_run_at_the_lowered_priority_and_the_ack_path_does_not() {
             .map(|(_, nice)| *nice)
             .collect()
     };
-    assert_eq!(nice_of("store-applier"), [10], "{threads:?}");
+    assert_eq!(nice_of("store-applier"), [5], "{threads:?}");
     let workers = nice_of("fjall");
     assert_eq!(workers.len(), index_workers, "fjall's workers: {threads:?}");
     assert!(
-        workers.iter().all(|n| *n == 10),
+        workers.iter().all(|n| *n == 15),
         "fjall's workers inherit the nice value: {threads:?}"
     );
     assert_eq!(nice_of("log-writer"), [0], "acknowledgements: {threads:?}");

@@ -162,9 +162,9 @@ fn thread_nice(pid: u32) -> Vec<(String, i64)> {
 
 #[test]
 fn the_store_index_threads_yield_the_cpu_by_default() {
-    // The applier and fjall's workers run at nice 19 unless configured, and the thread that
-    // frees the index's memtables always does; what acknowledgements and deliveries wait for
-    // (executors, the log writer, readers) stays at 0.
+    // fjall's workers run at nice 19 and the applier at 10 unless configured, and the thread
+    // that frees the index's memtables always at 19; what acknowledgements and deliveries
+    // wait for (executors, the log writer, readers) stays at 0.
     let gw = Gateway::start();
     let threads = thread_nice(gw.pid());
     let nice_of = |prefix: &str| -> Vec<i64> {
@@ -174,7 +174,7 @@ fn the_store_index_threads_yield_the_cpu_by_default() {
             .map(|(_, nice)| *nice)
             .collect()
     };
-    assert_eq!(nice_of("store-applier"), [19], "{threads:?}");
+    assert_eq!(nice_of("store-applier"), [10], "{threads:?}");
     assert_eq!(nice_of("store-reclaim"), [19], "{threads:?}");
     let workers = nice_of("fjall:worker");
     assert!(!workers.is_empty(), "{threads:?}");
@@ -187,6 +187,7 @@ fn the_store_index_threads_yield_the_cpu_by_default() {
     drop(gw);
     let gw = Gateway::builder()
         .env("SWITCHBOARD_STORE_BACKGROUND_NICE", "0")
+        .env("SWITCHBOARD_STORE_APPLY_NICE", "0")
         .start();
     let threads = thread_nice(gw.pid());
     assert!(
@@ -395,6 +396,7 @@ fn config_prints_every_key_with_the_documented_defaults() {
     assert_eq!(int(&t, "send_queue_bytes_max"), 262_144, "{t}");
     assert_eq!(int(&t, "jwt_leeway_s"), 5, "{t}");
     assert_eq!(int(&t, "store_background_nice"), 19, "{t}");
+    assert_eq!(int(&t, "store_apply_nice"), 10, "{t}");
     assert_eq!(
         t.get("data_dir").and_then(toml::Value::as_str),
         Some(data.as_str()),

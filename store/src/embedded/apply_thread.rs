@@ -310,10 +310,12 @@ impl Applier {
         }
         txn.put(l::APPLY_FROM, l::vars(&[self.next]));
         txn.commit()?;
-        self.shared.set_applied(self.next);
+        // The backlog shrinks before the progress is published, so a read that waited for it
+        // sees no backlog of what it waited for.
         self.shared
             .backlog_bytes
             .fetch_sub(applied_bytes, std::sync::atomic::Ordering::AcqRel);
+        self.shared.set_applied(self.next);
         self.reclaimer.observe(&self.ks);
         self.reclaimer.release();
         if let Some(ToApplier::Checkpoint { reply }) = deferred {

@@ -107,11 +107,14 @@ pub struct EmbeddedOptions {
     /// At close, checkpoint so the log keeps nothing the index holds (the default). Off, the
     /// log keeps every segment since the last checkpoint (recovery tests use this).
     pub checkpoint_on_close: bool,
-    /// The nice value (0 to 19) of the threads that only keep the index up to date: the
-    /// applier and fjall's flush and compaction workers. When the CPU is short they yield it
-    /// to the log writer (acknowledgements), the readers and the gateway's executors; the
-    /// applier backlog (`apply_backlog_bytes_max`) bounds how far they may fall behind.
+    /// The nice value (0 to 19) of fjall's flush and compaction workers: their work comes in
+    /// bursts that can wait. When the CPU is short they yield it to the log writer
+    /// (acknowledgements), the readers, the applier and the gateway's executors.
     pub background_nice: i32,
+    /// The nice value (0 to 19) of the applier. Its lag is what reads other than idempotency
+    /// lookups wait for, and at `apply_backlog_bytes_max` acknowledgements wait too, so it
+    /// should yield less than the flush and compaction workers it shares the background with.
+    pub apply_nice: i32,
     /// Where the index lives; `None` (the default): `<dir>/index`. On a host with a second
     /// disk, putting the index there keeps its writes (about 3× the log's bytes) from
     /// delaying the log's syncs, which every acknowledgement waits for. A store must always be
@@ -151,6 +154,7 @@ impl Default for EmbeddedOptions {
             cache_bytes: 64 << 20,
             checkpoint_on_close: true,
             background_nice: 0,
+            apply_nice: 0,
             index_dir: None,
             index_workers: 4,
         }
@@ -250,8 +254,10 @@ impl EmbeddedOptions {
         if !(1..=64).contains(&self.index_workers) {
             return Err(OpenError::Options("index_workers must be within 1..=64"));
         }
-        if !(0..=19).contains(&self.background_nice) {
-            return Err(OpenError::Options("background_nice must be within 0..=19"));
+        if !(0..=19).contains(&self.background_nice) || !(0..=19).contains(&self.apply_nice) {
+            return Err(OpenError::Options(
+                "background_nice and apply_nice must be within 0..=19",
+            ));
         }
         Ok(())
     }
@@ -267,7 +273,7 @@ impl EmbeddedStore {
         options.validate()?;
         let dir = dir.as_ref();
         check_format(dir)?;
-        let nice = options.background_nice;
+        let nice = options.apply_nice;
         let db = open_index(dir, &options)?;
         let (memtable_bytes, table_bytes) = (options.memtable_bytes, options.table_bytes);
         let ks = db
@@ -380,6 +386,13 @@ impl EmbeddedStore {
     /// `None` once the store is closed.
     pub fn log_sync_stats(&self) -> Option<Arc<crate::log::SyncStats>> {
         self.inner.log.as_ref().map(Log::sync_stats)
+    }
+
+    /// Answers once every write acknowledged before the call is applied to the index (on a
+    /// reader thread): what a bench or test waits for to see the index caught up. Reads of one
+    /// chat do not wait for this (see `pending`), so they cannot stand in for it.
+    pub fn caught_up(&self) -> StoreReply<()> {
+        self.inner.readers.run(|_| Ok(()))
     }
 
     /// How far the index lags the log: read at any time, from any thread (atomics only).
