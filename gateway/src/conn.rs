@@ -21,8 +21,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use wire::ws::{self, close};
 
-/// Bytes per read (on the thread's stack, not the task's).
-const READ_BYTES: usize = 16 * 1024;
+/// Bytes per read (on the thread's stack, not the task's). Zeroed at every poll, also the ones
+/// that find nothing to read (a wake to write): small enough that this costs little, large
+/// enough for a burst of chat frames per read (a larger frame takes a few reads).
+const READ_BYTES: usize = 4 * 1024;
 /// Bytes per read while waiting for the peer's close frame (in the closing task's state).
 const CLOSE_WAIT_READ_BYTES: usize = 32;
 /// Most bytes read from a peer after our close frame while waiting for its own.
@@ -101,6 +103,7 @@ fn read_available(
     }
     true
 }
+
 /// Feeds received bytes to the frame parser and handles each complete message. False if the
 /// peer is gone (its close was answered) or the connection must close.
 fn absorb(core: &Core, conn: &Conn, inbound: &mut Inbound, bytes: &mut [u8]) -> bool {
