@@ -180,14 +180,14 @@ impl Metrics {
 
     /// Reads the store log's sync counters and the index's lag at every scrape (see
     /// [`crate::store_metrics`]).
-    pub fn watch_store_log(
+    pub fn watch_store(
         &mut self,
-        stats: std::sync::Arc<store::log::SyncStats>,
+        syncs: std::sync::Arc<store::log::SyncStats>,
         lag: store::embedded::IndexLag,
     ) {
         self.registry
-            .register_collector(Box::new(crate::store_metrics::StoreLogCollector::new(
-                stats, lag,
+            .register_collector(Box::new(crate::store_metrics::StoreCollector::new(
+                syncs, lag,
             )));
     }
 

@@ -63,10 +63,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let _lock = lock_data_dir(config)?;
     let auth = Authenticator::from_config(config)?;
     let cores = config.executor_count();
-    let (store, log_syncs) = open_store(config)?;
+    let (store, watch) = open_store(config)?;
     let mut metrics = Metrics::new();
-    if let Some((stats, lag)) = log_syncs {
-        metrics.watch_store_log(stats, lag);
+    if let Some((syncs, lag)) = watch {
+        metrics.watch_store(syncs, lag);
     }
     let sockets = crate::listener::bind_reuseport(config.listen, cores, config.accept_backlog)?;
     let ws_addr = local_addr(&sockets[0])?;
@@ -194,12 +194,12 @@ async fn run_core(startup: Arc<Startup>, mesh: crate::messaging::Mesh) {
     core.drain().await;
 }
 
-/// The store log's sync counters and the index's lag, when the store has a log.
-type StoreLogStats = Option<(Arc<store::log::SyncStats>, store::embedded::IndexLag)>;
+/// What the metrics read of the store: its log's sync counters and its index's lag.
+type StoreWatch = Option<(Arc<store::log::SyncStats>, store::embedded::IndexLag)>;
 
 /// Opens the embedded store in `<data_dir>/store`, replaying its log; returns it with its
 /// log's sync counters and index lag (for the metrics).
-fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn store::Store>, StoreLogStats)> {
+fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn store::Store>, StoreWatch)> {
     let dir = config.data_dir.join("store");
     let options = store::embedded::EmbeddedOptions {
         retention: config.retention(),
@@ -217,10 +217,10 @@ fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn store::Store>, StoreLo
         chats = report.chats,
         "store open"
     );
-    let log_syncs = store
+    let watch = store
         .log_sync_stats()
-        .map(|stats| (stats, store.index_lag()));
-    Ok((Arc::new(store), log_syncs))
+        .map(|syncs| (syncs, store.index_lag()));
+    Ok((Arc::new(store), watch))
 }
 
 /// Runs retention every `interval_ms` (on core 0; the store does the work on its own thread),

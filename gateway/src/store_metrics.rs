@@ -23,19 +23,19 @@ use store::log::SyncStats;
 
 /// Exposes a log's [`SyncStats`] and the index's [`IndexLag`] as Prometheus metrics.
 #[derive(Debug)]
-pub struct StoreLogCollector {
+pub struct StoreCollector {
     stats: Arc<SyncStats>,
     lag: IndexLag,
 }
 
-impl StoreLogCollector {
+impl StoreCollector {
     /// Reads `stats` and `lag` at every scrape.
     pub fn new(stats: Arc<SyncStats>, lag: IndexLag) -> Self {
         Self { stats, lag }
     }
 }
 
-impl Collector for StoreLogCollector {
+impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.stats.snapshot();
         let counts = [

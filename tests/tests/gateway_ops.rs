@@ -127,7 +127,7 @@ fn store_log_sync_counters_move_with_durable_sends() {
     );
     assert!(after.sum(STALLED) >= before.sum(STALLED));
     assert!(after.sum(MAX) > 0.0, "{}", after.show(MAX));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + WAIT;
     while gw.metrics().sum(BACKLOG) != 0.0 {
         assert!(
             Instant::now() < deadline,

@@ -273,7 +273,7 @@ impl EmbeddedStore {
         options.validate()?;
         let dir = dir.as_ref();
         check_format(dir)?;
-        let nice = options.apply_nice;
+        let apply_nice = options.apply_nice;
         let db = open_index(dir, &options)?;
         let (memtable_bytes, table_bytes) = (options.memtable_bytes, options.table_bytes);
         let ks = db
@@ -339,7 +339,7 @@ impl EmbeddedStore {
         // nothing a caller observes) ever ran at the wrong one.
         let (lowered_tx, lowered_rx) = std::sync::mpsc::sync_channel(1);
         threads.push(spawn("store-applier", dir, move || {
-            set_nice(nice);
+            set_nice(apply_nice);
             let _ = lowered_tx.send(());
             applier.run(&applier_rx);
         })?);
