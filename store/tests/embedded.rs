@@ -467,3 +467,63 @@ fn caught_up_answers_once_the_index_holds_every_acknowledged_write() {
         assert_eq!(block_on(store.user_chats(user(2))).expect("read"), [chat()]);
     }
 }
+
+/// A lookup of an id above everything its device sent is answered from a per-device bound,
+/// not the index; the bound must rise with every later write. After the bound is learned (at
+/// 50), later sends (51..=80, applied and gone from the pending answers) are still found,
+/// ids above them are not, an id below the bound sent out of order is found, and after a
+/// reopen (bounds learned anew) all of it still holds.
+#[test]
+fn a_device_s_later_sends_are_found_after_its_id_bound_was_learned() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut seq = 0;
+    let mut send = |store: &EmbeddedStore, ids: &[u64]| {
+        let mut batch = WriteBatch::default();
+        for &id in ids {
+            seq += 1;
+            let mut one = message(seq);
+            if let Some(Mutation::Append {
+                entry: Entry::Message(m),
+                ..
+            }) = one.mutations.first_mut()
+            {
+                m.client_msg_id = id;
+            }
+            batch.mutations.extend(one.mutations);
+        }
+        block_on(store.write(batch)).expect("durable");
+        block_on(store.caught_up()).expect("caught up");
+        // Let the applier drop the applied answers from the pending ones, so the lookups
+        // below can only be answered by the index or the bound.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let found = |store: &EmbeddedStore, id: u64| {
+        block_on(store.sent(user(1), device(), id))
+            .expect("lookup")
+            .is_some()
+    };
+    {
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
+        send(&store, &(1..=50).collect::<Vec<_>>());
+        assert!(!found(&store, 51), "learns the bound");
+        assert!(found(&store, 30) && found(&store, 50));
+        send(&store, &(51..=80).collect::<Vec<_>>());
+        for id in [51, 75, 80] {
+            assert!(
+                found(&store, id),
+                "id {id} was written after the bound was learned"
+            );
+        }
+        assert!(!found(&store, 81) && !found(&store, 1_000));
+        // Out of order: below the bound and above it.
+        send(&store, &[5_000, 100]);
+        assert!(found(&store, 100) && found(&store, 5_000));
+        assert!(!found(&store, 4_999) && !found(&store, 5_001));
+    }
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("reopen");
+    assert!(!found(&store, 5_001));
+    for id in [1, 50, 51, 80, 100, 5_000] {
+        assert!(found(&store, id), "id {id} after reopen");
+    }
+    assert!(!found(&store, 81) && !found(&store, 4_999));
+}

@@ -14,6 +14,7 @@ use super::attachments;
 use super::codec::{Enc, encode_entry};
 use super::index::{self, Result, Txn, View};
 use super::layout::{self as l, ChatMeta};
+use super::pending::SentKey;
 use crate::log::Lsn;
 use crate::model::{Change, Entry, Millis, Mutation, ReceiptKind, Role, Seq, Update, WriteBatch};
 
@@ -23,6 +24,16 @@ use crate::model::{Change, Entry, Millis, Mutation, ReceiptKind, Role, Seq, Upda
 pub(crate) struct Scratch {
     entry: Vec<u8>,
     expiring: Vec<l::Expiring>,
+    /// The idempotency keys written since the caller last cleared it (for
+    /// [`super::sent_bounds`]).
+    sent_keys: Vec<SentKey>,
+}
+
+impl Scratch {
+    /// The idempotency keys applied since the last clear; the caller clears it.
+    pub(crate) fn sent_keys(&mut self) -> &mut Vec<SentKey> {
+        &mut self.sent_keys
+    }
 }
 
 /// Applies one batch, log record `lsn`, inside `txn`.
@@ -84,6 +95,7 @@ fn append(
             let (user, device, client_msg_id) = m.idempotency_key();
             let record = m.sent_record(chat, seq);
             txn.put_blind(l::sent(user, device, client_msg_id), l::sent_value(&record));
+            scratch.sent_keys.push((user, device, client_msg_id));
             scratch.expiring.push(l::Expiring {
                 user,
                 device,

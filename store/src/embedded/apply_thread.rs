@@ -22,14 +22,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use fjall::{Database, Keyspace, PersistMode};
-use wire::ids::ChatId;
+use wire::ids::{ChatId, DeviceId, UserId};
 
 use super::apply::{Scratch, apply_batch};
 use super::codec::decode_batch;
+use super::hot::HotRows;
 use super::index::{IndexError, Txn};
 use super::layout as l;
 use super::pending::{Pending, SentKey, Unapplied};
 use super::reclaim::Reclaimer;
+use super::sent_bounds::{SentBounds, Verdict};
 use super::sweep::sweep;
 use crate::StoreError;
 use crate::log::{LogHandle, Lsn};
@@ -56,6 +58,8 @@ struct Applied {
     failure: Option<String>,
     /// Idempotency answers and chat appends of records in `next..` (see [`super::pending`]).
     pending: Pending,
+    /// Per device, a bound on the ids in the index (see [`super::sent_bounds`]).
+    bounds: SentBounds,
 }
 
 impl Shared {
@@ -67,6 +71,7 @@ impl Shared {
                 next,
                 failure: None,
                 pending: Pending::default(),
+                bounds: SentBounds::default(),
             }),
             changed: Condvar::new(),
         }
@@ -76,7 +81,7 @@ impl Shared {
     pub(crate) fn start_at(&self, next: Lsn) {
         self.durable_next
             .store(next, std::sync::atomic::Ordering::Release);
-        self.set_applied(next);
+        self.set_applied(next, &[]);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
@@ -137,19 +142,38 @@ impl Shared {
         applied.pending.add(lsn, next, unapplied);
     }
 
-    /// The answer for `key` of a durable record not yet applied; `Err` after the applier
-    /// failed. A miss means that every answer acknowledged before this call is in the index.
-    pub(crate) fn pending_sent(&self, key: &SentKey) -> Result<Option<SentRecord>, StoreError> {
-        let applied = self.lock();
+    /// The answer for `key` of a durable record not yet applied, else what the device's bound
+    /// says of it (see [`super::sent_bounds`]: the caller takes its index snapshot after
+    /// this); `Err` after the applier failed. A miss here means that every answer
+    /// acknowledged before this call is in the index.
+    pub(crate) fn pending_sent(&self, key: &SentKey) -> Result<SentLookup, StoreError> {
+        let mut applied = self.lock();
         if let Some(reason) = &applied.failure {
             return Err(StoreError::Unavailable(reason.clone()));
         }
-        Ok(applied.pending.sent(key))
+        Ok(match applied.pending.sent(key) {
+            Some(record) => SentLookup::Pending(record),
+            None => SentLookup::Index(applied.bounds.begin(*key)),
+        })
     }
 
-    /// Publishes the applier's progress; call after the commit that covers `..next`.
-    fn set_applied(&self, next: Lsn) {
-        self.lock().next = next;
+    /// What readers' scans found: (user, device, epoch, highest id) per device.
+    pub(crate) fn learned(&self, scans: &[(UserId, DeviceId, u64, u64)]) {
+        let mut applied = self.lock();
+        for &(user, device, epoch, max) in scans {
+            applied.bounds.learned(user, device, epoch, max);
+        }
+    }
+
+    /// Publishes the applier's progress; call after the commit that covers `..next`, with
+    /// the idempotency keys it wrote (sorted).
+    fn set_applied(&self, next: Lsn, sent: &[SentKey]) {
+        {
+            // In the same hold as the progress, and so before these answers leave `pending`.
+            let mut applied = self.lock();
+            applied.bounds.applied(sent);
+            applied.next = next;
+        }
         self.changed.notify_all();
         // Then drop the applied entries a chunk per hold of the lock: the writer's completion
         // callback (every acknowledgement) takes it too (see `pending`).
@@ -162,6 +186,15 @@ impl Shared {
         self.lock().failure = Some(reason);
         self.changed.notify_all();
     }
+}
+
+/// Where an idempotency answer is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SentLookup {
+    /// In a durable record not yet applied.
+    Pending(SentRecord),
+    /// In the index, or not at all, as the verdict says.
+    Index(Verdict),
 }
 
 /// Messages to the applier thread.
@@ -201,6 +234,8 @@ pub(crate) struct Applier {
     pub(crate) next: Lsn,
     /// Frees the index's flushed memtables off its locks (see [`super::reclaim`]).
     pub(crate) reclaimer: Reclaimer,
+    /// The rows this thread reads back, as it last wrote them (see [`super::hot`]).
+    pub(crate) hot: HotRows,
 }
 
 impl Applier {
@@ -236,7 +271,7 @@ impl Applier {
                     Ok(())
                 }
                 ToApplier::Sweep { now, reply } => {
-                    let mut txn = Txn::new(&self.db, &self.ks);
+                    let mut txn = Txn::with_hot(&self.db, &self.ks, &mut self.hot);
                     match sweep(&mut txn, &self.retention, now) {
                         Ok(report) => {
                             reply.send(Ok(report));
@@ -288,7 +323,7 @@ impl Applier {
         since_checkpoint: &mut u64,
         scratch: &mut Scratch,
     ) -> Result<(), IndexError> {
-        let mut txn = Txn::new(&self.db, &self.ks);
+        let mut txn = Txn::with_hot(&self.db, &self.ks, &mut self.hot);
         let mut applied_bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
         apply_records(&mut txn, &mut self.next, first_lsn, records, scratch)?;
         // Coalesce queued batches into this index batch; a sweep waits for the next turn.
@@ -315,14 +350,17 @@ impl Applier {
         self.shared
             .backlog_bytes
             .fetch_sub(applied_bytes, std::sync::atomic::Ordering::AcqRel);
-        self.shared.set_applied(self.next);
+        let sent = scratch.sent_keys();
+        sent.sort_unstable();
+        self.shared.set_applied(self.next, sent);
+        sent.clear();
         self.reclaimer.observe(&self.ks);
         self.reclaimer.release();
         if let Some(ToApplier::Checkpoint { reply }) = deferred {
             self.checkpoint_and_wait();
             reply.send(Ok(()));
         } else if let Some(ToApplier::Sweep { now, reply }) = deferred {
-            let mut txn = Txn::new(&self.db, &self.ks);
+            let mut txn = Txn::with_hot(&self.db, &self.ks, &mut self.hot);
             let report = sweep(&mut txn, &self.retention, now);
             match report {
                 Ok(report) => reply.send(Ok(report)),

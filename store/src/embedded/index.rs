@@ -13,6 +13,7 @@ use fjall::{Database, Keyspace, Readable, Slice, Snapshot};
 use wire::ids::{ChatId, DeviceId, UserId};
 
 use super::codec::CodecError;
+use super::hot::HotRows;
 use super::layout::{self as l, ChatMeta, KeyParts};
 use crate::model::{Member, Role, Seq};
 
@@ -72,6 +73,8 @@ pub(crate) struct Txn<'a> {
     /// skip the overlay and go straight into the batch.
     blind: Option<fjall::OwnedWriteBatch>,
     blind_len: usize,
+    /// The applier's copy of the rows it reads back, kept current by every commit.
+    hot: Option<&'a mut HotRows>,
 }
 
 impl<'a> Txn<'a> {
@@ -82,12 +85,26 @@ impl<'a> Txn<'a> {
             overlay: BTreeMap::new(),
             blind: None,
             blind_len: 0,
+            hot: None,
+        }
+    }
+
+    /// A transaction whose reads of kept rows are served by `hot` and whose commits update
+    /// it (see [`super::hot`]: every writer of the index must carry the same cache).
+    pub(crate) fn with_hot(db: &'a Database, ks: &'a Keyspace, hot: &'a mut HotRows) -> Self {
+        Self {
+            hot: Some(hot),
+            ..Self::new(db, ks)
         }
     }
 
     /// Puts a row that this transaction never reads back and never deletes (it is not visible
     /// to [`View`] reads until committed).
     pub(crate) fn put_blind(&mut self, key: impl AsRef<[u8]>, value: impl Into<Slice>) {
+        debug_assert!(
+            !HotRows::keeps(key.as_ref()),
+            "a row the applier reads back is never written blind"
+        );
         let ks = self.ks;
         self.blind
             .get_or_insert_with(|| self.db.batch())
@@ -122,23 +139,36 @@ impl<'a> Txn<'a> {
         }
         let mut batch = self.blind.take().unwrap_or_else(|| self.db.batch());
         self.blind_len = 0;
-        for (key, value) in std::mem::take(&mut self.overlay) {
+        let overlay = std::mem::take(&mut self.overlay);
+        for (key, value) in &overlay {
             match value {
-                Some(value) => batch.insert(self.ks, key, value),
-                None => batch.remove(self.ks, key),
+                Some(value) => batch.insert(self.ks, key.as_slice(), value.clone()),
+                None => batch.remove(self.ks, key.as_slice()),
             }
         }
         batch.commit()?;
+        if let Some(hot) = self.hot.as_deref_mut() {
+            for (key, value) in overlay {
+                if HotRows::keeps(&key) {
+                    hot.committed(&key, value);
+                }
+            }
+        }
         Ok(())
     }
 }
 
 impl View for Txn<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Slice>> {
-        match self.overlay.get(key) {
-            Some(value) => Ok(value.clone()),
-            None => Ok(self.ks.get(key)?),
+        if let Some(value) = self.overlay.get(key) {
+            return Ok(value.clone());
         }
+        if let Some(hot) = self.hot.as_deref().filter(|_| HotRows::keeps(key))
+            && let Some(value) = hot.get(key)
+        {
+            return Ok(value.clone());
+        }
+        Ok(self.ks.get(key)?)
     }
 
     fn scan(&self, prefix: &[u8]) -> Result<Vec<(Slice, Slice)>> {

@@ -67,6 +67,30 @@ impl Key {
     pub(crate) fn seq(self, seq: Seq) -> Self {
         self.with(&seq.to_be_bytes())
     }
+
+    /// A copy of `bytes` as a key; `None` if longer than any key this layout builds.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let mut buf = [0; 48];
+        buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(Self {
+            buf,
+            len: bytes.len(),
+        })
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_ref() == other.as_ref()
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
 }
 
 impl AsRef<[u8]> for Key {
@@ -136,6 +160,11 @@ pub(crate) fn device(u: UserId, d: DeviceId) -> Key {
 
 pub(crate) fn devices(u: UserId) -> Key {
     Key::new(DEVICE).with(u.as_bytes())
+}
+
+/// The prefix of one device's idempotency rows (in `client_msg_id` order).
+pub(crate) fn device_sent(u: UserId, d: DeviceId) -> Key {
+    Key::new(SENT).with(u.as_bytes()).with(d.as_bytes())
 }
 
 pub(crate) fn sent(u: UserId, d: DeviceId, client_msg_id: u64) -> Key {

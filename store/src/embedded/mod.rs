@@ -23,11 +23,13 @@ mod apply_thread;
 mod attachments;
 mod codec;
 mod gate;
+mod hot;
 mod index;
 mod layout;
 mod pending;
 mod read;
 mod reclaim;
+mod sent_bounds;
 mod sweep;
 
 use std::fs;
@@ -334,6 +336,7 @@ impl EmbeddedStore {
             },
             next: log.recovery().next_lsn(),
             reclaimer: Reclaimer::new(reclaim_tx),
+            hot: hot::HotRows::new(hot::DEFAULT_CAPACITY),
         };
         // `open` returns once the applier runs at its priority, so nothing it applies (and
         // nothing a caller observes) ever ran at the wrong one.
@@ -565,6 +568,8 @@ fn replay(
                 if txn.len() >= 65_536 {
                     txn.put(layout::APPLY_FROM, layout::vars(&[next]));
                     txn.commit()?;
+                    // No reader runs yet, so no device has a bound to raise.
+                    scratch.sent_keys().clear();
                 }
                 Ok(())
             });

@@ -15,11 +15,12 @@ use fjall::{Database, Keyspace, Readable};
 use wire::ids::{ChatId, DeviceId, UserId};
 
 use super::apply::default_delivered;
-use super::apply_thread::Shared;
+use super::apply_thread::{SentLookup, Shared};
 use super::codec::decode_entry;
 use super::index::{self, IndexError, Snap, View};
 use super::layout::{self as l, KeyParts};
 use super::pending::SentKey;
+use super::sent_bounds::Verdict;
 use crate::StoreError;
 use crate::log::Lsn;
 use crate::model::{ChatState, Device, DeviceCursor, Entry, LogPage, SentRecord, Seq, SyncChat};
@@ -102,15 +103,33 @@ impl Readers {
     ) -> Reply<T, StoreError> {
         let shared = self.shared.clone();
         self.submit(move |reader: &Reader| {
-            let mut answers = Vec::with_capacity(keys.len());
+            let mut lookups = Vec::with_capacity(keys.len());
             for key in &keys {
-                answers.push(shared.pending_sent(key)?);
+                lookups.push(shared.pending_sent(key)?);
             }
+            // After every `pending_sent`: what is neither pending nor in this snapshot was not
+            // acknowledged before the lookup.
             let snap = Snap::new(&reader.db, &reader.ks);
-            for (answer, &(user, device, id)) in answers.iter_mut().zip(&keys) {
-                if answer.is_none() {
-                    *answer = sent(&snap, user, device, id)?;
-                }
+            let mut answers = Vec::with_capacity(keys.len());
+            let mut scans = Vec::new();
+            for (lookup, &(user, device, id)) in lookups.into_iter().zip(&keys) {
+                answers.push(match lookup {
+                    SentLookup::Pending(record) => Some(record),
+                    SentLookup::Index(Verdict::Absent) => None,
+                    SentLookup::Index(Verdict::Search) => sent(&snap, user, device, id)?,
+                    SentLookup::Index(Verdict::SearchAndLearn(epoch)) => {
+                        let max = highest_sent(&snap, user, device)?;
+                        scans.push((user, device, epoch, max));
+                        if id > max {
+                            None
+                        } else {
+                            sent(&snap, user, device, id)?
+                        }
+                    }
+                });
+            }
+            if !scans.is_empty() {
+                shared.learned(&scans);
             }
             Ok(finish(answers))
         })
@@ -171,6 +190,17 @@ pub(crate) fn sent(
             None => None,
         },
     )
+}
+
+/// The highest client message id of `device` in the index (0 if none): its last `s` row.
+fn highest_sent(snap: &Snap<'_>, user: UserId, device: DeviceId) -> Result<u64, IndexError> {
+    let prefix = l::device_sent(user, device);
+    let Some(guard) = snap.snapshot.prefix(snap.ks, prefix).next_back() else {
+        return Ok(0);
+    };
+    let key = guard.key()?;
+    let mut parts = KeyParts::new(&key, UserId::SIZE + DeviceId::SIZE)?;
+    Ok(parts.u64()?)
 }
 
 pub(crate) fn sync_plan(
