@@ -17,7 +17,9 @@
 //! planned chat finished. Memory: an idle session holds an empty map; a chat's slot exists once
 //! something was delivered in it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use store::model::{Entry, LogPage, Seq, SyncChat};
@@ -86,7 +88,7 @@ impl Session {
             planned: 0,
             synced_events: 0,
             done: false,
-            last: HashMap::new(),
+            last: HashMap::default(),
             early: Vec::new(),
         }
     }

@@ -9,7 +9,7 @@
 //! refill time; a full bucket is the same as no bucket, so full ones may be dropped at any time
 //! (that bounds the map by the users that were recently busy).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use wire::{Limits, UserId};
 
@@ -135,7 +135,7 @@ pub struct UserLimits {
 impl Default for UserLimits {
     fn default() -> Self {
         Self {
-            buckets: HashMap::new(),
+            buckets: HashMap::default(),
             prune_at: PRUNE_FLOOR,
         }
     }

@@ -25,8 +25,8 @@ mod presence;
 mod requests;
 mod sync;
 
+use foldhash::HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -170,8 +170,8 @@ impl Hub {
             owner: RefCell::new(owner),
             inbox: RefCell::new(Vec::new()),
             tick: Signal::default(),
-            conns: RefCell::new(HashMap::new()),
-            users: RefCell::new(HashMap::new()),
+            conns: RefCell::new(HashMap::default()),
+            users: RefCell::new(HashMap::default()),
             next_conn: Cell::new(1),
             outbox: RefCell::new((0..peers).map(|_| Vec::new()).collect()),
             senders,

@@ -12,7 +12,9 @@
 //! `last_seen_ms` is the time it went offline (or now, while online); the state lives in
 //! memory only (after a restart everyone starts offline with `last_seen_ms` 0 until seen).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 

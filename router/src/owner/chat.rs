@@ -7,7 +7,9 @@
 //! Invariant: `head` is the last seq handed out; the store holds `head` or fewer (the rest is
 //! in the owner's pending or in-flight write).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use store::model::{Change, ChatState, ReceiptKind, Role, Seq};
@@ -53,8 +55,8 @@ impl Chat {
                 audience: None,
                 last_ts: s.created_ms,
                 recent_senders: VecDeque::new(),
-                last_sent: HashMap::new(),
-                acked: HashMap::new(),
+                last_sent: HashMap::default(),
+                acked: HashMap::default(),
             }),
             None => Self::new_direct(id),
         }
@@ -70,8 +72,8 @@ impl Chat {
             audience: None,
             last_ts: 0,
             recent_senders: VecDeque::new(),
-            last_sent: HashMap::new(),
-            acked: HashMap::new(),
+            last_sent: HashMap::default(),
+            acked: HashMap::default(),
         })
     }
 
@@ -84,8 +86,8 @@ impl Chat {
             audience: None,
             last_ts: 0,
             recent_senders: VecDeque::new(),
-            last_sent: HashMap::new(),
-            acked: HashMap::new(),
+            last_sent: HashMap::default(),
+            acked: HashMap::default(),
         }
     }
 

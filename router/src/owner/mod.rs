@@ -28,7 +28,9 @@
 
 mod chat;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use store::StoreError;
@@ -161,13 +163,13 @@ impl Owner {
     pub fn new(limits: OwnerLimits) -> Self {
         Self {
             limits,
-            slots: HashMap::new(),
-            known: HashMap::new(),
+            slots: HashMap::default(),
+            known: HashMap::default(),
             done_order: VecDeque::new(),
             pending: Batch::default(),
             in_flight: None,
             next_write: 1,
-            typing: HashMap::new(),
+            typing: HashMap::default(),
             blocked: Vec::new(),
             now_ms: 0,
         }
