@@ -9,7 +9,7 @@
 //! existing chats; a refused batch leaves the map as it was. After the applier failed, every
 //! batch is refused (the index can no longer serve reads that match the log).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 

@@ -20,14 +20,14 @@
 use std::collections::HashMap;
 
 use fjall::Slice;
-use rustc_hash::FxBuildHasher;
+use foldhash::fast::RandomState;
 
 use super::layout::{self as l, Key};
 
 /// Rows kept by default: about 100 bytes each, so ~13 MiB when full.
 pub(crate) const DEFAULT_CAPACITY: usize = 131_072;
 
-type Generation = HashMap<Key, Option<Slice>, FxBuildHasher>;
+type Generation = HashMap<Key, Option<Slice>, RandomState>;
 
 /// The cache (see the module doc).
 pub(crate) struct HotRows {

@@ -27,7 +27,9 @@
 //! members, entries) change only by appends to that chat. Cursors and devices are not (a new
 //! device's cursors touch every chat of its user), so reads of those wait for everything.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 
 use wire::ids::{ChatId, DeviceId, UserId};
 

@@ -351,8 +351,8 @@ pub(crate) fn cursors(
 
 /// Every chat's head, for the writer's gate at open: its head row, or for a chat last written
 /// before head rows existed, its meta row's.
-pub(crate) fn heads(ks: &Keyspace) -> Result<std::collections::HashMap<ChatId, Seq>, IndexError> {
-    let mut heads = std::collections::HashMap::new();
+pub(crate) fn heads(ks: &Keyspace) -> Result<foldhash::HashMap<ChatId, Seq>, IndexError> {
+    let mut heads = foldhash::HashMap::default();
     for guard in ks.prefix([l::CHAT]) {
         let (key, value) = guard.into_inner()?;
         let chat = KeyParts::new(&key, 0)?.chat()?;

@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 
-use rustc_hash::FxBuildHasher;
+use foldhash::fast::RandomState;
 use wire::ids::{DeviceId, UserId};
 
 use super::pending::SentKey;
@@ -59,7 +59,7 @@ pub(crate) enum Verdict {
 /// The bounds (see the module doc).
 #[derive(Debug)]
 pub(crate) struct SentBounds {
-    devices: HashMap<(UserId, DeviceId), Bound, FxBuildHasher>,
+    devices: HashMap<(UserId, DeviceId), Bound, RandomState>,
     epoch: u64,
     capacity: usize,
 }
