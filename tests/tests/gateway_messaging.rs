@@ -208,6 +208,48 @@ fn sync_sends_each_chats_entries_in_seq_order_and_counts_them() {
     );
 }
 
+/// A sync reads the pages of several chats at once (`gateway/src/messaging/sync.rs`): three
+/// chats of more than one page each (256 entries) arrive whole, each in seq order, with one
+/// `SyncDone` counting them all.
+#[test]
+fn a_sync_of_several_chats_past_one_page_each_arrives_whole_and_in_seq_order() {
+    const PER_CHAT: u64 = 300;
+    let gw = Gateway::builder()
+        .env("SWITCHBOARD_LIMITS__SEND_BURST", "1000")
+        .env("SWITCHBOARD_LIMITS__SEND_PER_S", "1000")
+        .env("SWITCHBOARD_LIMITS__USER_SEND_BURST", "1000")
+        .env("SWITCHBOARD_LIMITS__USER_SEND_PER_S", "1000")
+        .start();
+    ChatClient::register(&gw, BOB, 1);
+    let mut want: Vec<(ChatId, Vec<Event>)> = Vec::new();
+    for sender in [ALICE, CAROL, DAVE] {
+        let mut client = ChatClient::connect_fresh(&gw, sender, 1);
+        let chat = direct(sender, BOB);
+        let events = (1..=PER_CHAT)
+            .map(|i| {
+                let body = format!("{sender}:{i}");
+                let sent = client.send_ok(chat, i, &body);
+                Event::NewMessage(text_message(chat, sent, (sender, 1), i, &body))
+            })
+            .collect();
+        want.push((chat, events));
+        client.close();
+    }
+
+    let mut bob = ChatClient::connect(&gw, BOB, 1);
+    let (events, done) = bob.expect_sync_done(WAIT);
+    assert_eq!(done, sync_done(3, 3 * PER_CHAT));
+    assert_eq!(events.len(), 3 * PER_CHAT as usize, "nothing but the entries");
+    for (chat, want) in want {
+        let got: Vec<Event> = events
+            .iter()
+            .filter(|e| e.entry().is_some_and(|(c, _)| c == chat))
+            .cloned()
+            .collect();
+        assert_eq!(got, want, "chat {chat:?}");
+    }
+}
+
 #[test]
 fn a_devices_own_messages_are_not_synced_back_but_its_other_devices_get_them() {
     let gw = Gateway::start();

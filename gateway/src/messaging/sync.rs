@@ -2,7 +2,9 @@
 //! chat by chat in pages, merged with live entries by its `router::session::Session`, then the
 //! other members' cursors as receipts, then `SyncDone` (docs/PROTOCOL.md §6.5, §6.6, §6.9).
 //!
-//! Owns the connect-time conversation with the store. Flow control: a page is read only while
+//! Owns the connect-time conversation with the store. Pages of up to eight chats are read at
+//! once (each read of an active chat waits for the applier; issued one after another, a
+//! device with five active chats waited five times). Flow control: a page is sent only while
 //! the connection's outbound queue is under half its limit, so a large backlog streams at the
 //! client's pace instead of closing it as a slow consumer.
 //! Invariant: the connection was registered for live entries (`Hub::attach`) before the plan
@@ -24,8 +26,11 @@ const PAGE_ENTRIES: usize = 256;
 /// Chats with more device cursors than this (groups of more than 16 users with 4 devices
 /// each) send no receipts at sync: one `Receipt` per device and kind would flood the device.
 const RECEIPT_SYNC_CURSORS_MAX: usize = 64;
-/// How long to wait for the client to take its queue down before reading the next page.
+/// How long to wait for the client to take its queue down before sending the next page.
 const BACKOFF: Duration = Duration::from_millis(2);
+/// Chats whose next page is read at once (each page is sent only while the connection's
+/// queue is under half its limit, so this bounds the pages held, not what is queued).
+const CHATS_READ_TOGETHER: usize = 8;
 
 /// Runs one connection's sync; closes it when the store cannot serve it.
 pub(super) async fn run(hub: &Rc<Hub>, core: &Rc<Core>, conn: &Rc<Conn>) {
@@ -62,21 +67,28 @@ async fn sync(hub: &Hub, core: &Core, conn: &Conn) -> Result<(), Close> {
         let Some(wanted) = with_session(conn, |s| s.wanted()) else {
             return Ok(()); // The connection closed.
         };
-        let Some(&(chat, after, until)) = wanted.first() else {
+        if wanted.is_empty() {
             return Ok(());
-        };
-        while conn.outbound.borrow().queued_bytes() > core.config.send_queue_bytes_max / 2 {
-            if conn.closing.get().is_some() {
-                return Ok(());
-            }
-            glommio::timer::sleep(BACKOFF).await;
         }
-        let page = store
-            .read_log(chat, after, until, PAGE_ENTRIES)
-            .await
-            .map_err(unavailable)?;
-        with_session(conn, |s| s.synced(chat, page, &mut events));
-        done = send(core, conn, &mut events);
+        // The next page of several chats at once: a read of an active chat waits for the
+        // applier to hold that chat's acknowledged appends, and reads issued together wait
+        // together instead of one after another.
+        let reads: Vec<_> = wanted
+            .iter()
+            .take(CHATS_READ_TOGETHER)
+            .map(|&(chat, after, until)| (chat, store.read_log(chat, after, until, PAGE_ENTRIES)))
+            .collect();
+        for (chat, read) in reads {
+            while conn.outbound.borrow().queued_bytes() > core.config.send_queue_bytes_max / 2 {
+                if conn.closing.get().is_some() {
+                    return Ok(());
+                }
+                glommio::timer::sleep(BACKOFF).await;
+            }
+            let page = read.await.map_err(unavailable)?;
+            with_session(conn, |s| s.synced(chat, page, &mut events));
+            done = send(core, conn, &mut events);
+        }
     }
     receipts(hub, core, conn, &plan)
         .await
