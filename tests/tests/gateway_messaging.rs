@@ -239,7 +239,11 @@ fn a_sync_of_several_chats_past_one_page_each_arrives_whole_and_in_seq_order() {
     let mut bob = ChatClient::connect(&gw, BOB, 1);
     let (events, done) = bob.expect_sync_done(WAIT);
     assert_eq!(done, sync_done(3, 3 * PER_CHAT));
-    assert_eq!(events.len(), 3 * PER_CHAT as usize, "nothing but the entries");
+    assert_eq!(
+        events.len(),
+        3 * PER_CHAT as usize,
+        "nothing but the entries"
+    );
     for (chat, want) in want {
         let got: Vec<Event> = events
             .iter()

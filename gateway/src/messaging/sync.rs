@@ -3,8 +3,9 @@
 //! other members' cursors as receipts, then `SyncDone` (docs/PROTOCOL.md §6.5, §6.6, §6.9).
 //!
 //! Owns the connect-time conversation with the store. Pages of up to eight chats are read at
-//! once (each read of an active chat waits for the applier; issued one after another, a
-//! device with five active chats waited five times). Flow control: a page is sent only while
+//! once, and the cursors for the receipts are read while the pages are (each read of an
+//! active chat waits for the applier; issued one after another, a device with five active
+//! chats waited six times). Flow control: a page is sent only while
 //! the connection's outbound queue is under half its limit, so a large backlog streams at the
 //! client's pace instead of closing it as a slow consumer.
 //! Invariant: the connection was registered for live entries (`Hub::attach`) before the plan
@@ -15,7 +16,9 @@ use std::time::Duration;
 
 use router::session::Event;
 use router::types::ReceiptNotice;
-use store::model::{Mutation, ReceiptKind, SyncChat, WriteBatch};
+use store::StoreReply;
+use store::model::{DeviceCursor, Mutation, ReceiptKind, SyncChat, WriteBatch};
+use wire::ids::ChatId;
 use wire::ws::close;
 
 use super::{Hub, frames, send_event};
@@ -60,6 +63,8 @@ async fn sync(hub: &Hub, core: &Core, conn: &Conn) -> Result<(), Close> {
     };
     store.write(seen).await.map_err(unavailable)?;
     let plan = store.sync_plan(user, device).await.map_err(unavailable)?;
+    // Issued now, read while the pages are: each waits for the applier too.
+    let cursors = read_cursors(hub, &plan);
     let mut events = Vec::new();
     with_session(conn, |s| s.plan(&plan, &mut events));
     let mut done = send(core, conn, &mut events);
@@ -90,32 +95,32 @@ async fn sync(hub: &Hub, core: &Core, conn: &Conn) -> Result<(), Close> {
             done = send(core, conn, &mut events);
         }
     }
-    receipts(hub, core, conn, &plan)
-        .await
-        .map_err(unavailable)?;
+    receipts(core, conn, cursors).await.map_err(unavailable)?;
     if let Some(done) = done {
         send_event(core, conn, &done);
     }
     Ok(())
 }
 
-/// Sends the receipts a device may have missed while away, before `SyncDone`: in each of its
-/// chats with at most [`RECEIPT_SYNC_CURSORS_MAX`] device cursors, every other user's
-/// devices' cursors as `Receipt`s (cumulative, so one the device already had changes nothing).
-/// Larger groups get receipts live only.
-async fn receipts(
-    hub: &Hub,
-    core: &Core,
-    conn: &Conn,
-    plan: &[SyncChat],
-) -> Result<(), store::StoreError> {
+/// The cursor reads of every chat of `plan` with entries, issued together (the reader pool
+/// serves them in parallel), for [`receipts`].
+fn read_cursors(hub: &Hub, plan: &[SyncChat]) -> Vec<(ChatId, StoreReply<Vec<DeviceCursor>>)> {
     let store = hub.store();
-    // Issued together: the reader pool serves them in parallel.
-    let reads: Vec<_> = plan
-        .iter()
+    plan.iter()
         .filter(|c| c.until_seq > 0)
         .map(|c| (c.chat, store.cursors(c.chat)))
-        .collect();
+        .collect()
+}
+
+/// Sends the receipts a device may have missed while away, before `SyncDone`: in each of its
+/// chats with at most [`RECEIPT_SYNC_CURSORS_MAX`] device cursors, every other user's
+/// devices' cursors as `Receipt`s (cumulative, so one the device already had, or got live
+/// meanwhile, changes nothing). Larger groups get receipts live only.
+async fn receipts(
+    core: &Core,
+    conn: &Conn,
+    reads: Vec<(ChatId, StoreReply<Vec<DeviceCursor>>)>,
+) -> Result<(), store::StoreError> {
     let user = conn.identity.user;
     for (chat, read) in reads {
         let cursors = read.await?;
