@@ -12,8 +12,7 @@
 //!   gateway opens (the store's defaults with the applier at nice 10 and fjall's workers at
 //!   19), the store's defaults (nice 0), and fjall's own (64 MiB memtables and tables, a
 //!   checkpoint every 16 MiB or 1 s, one worker per core up to 4), which write the index in
-//!   larger bursts. In
-//!   each round also the floor under all three: the store's log alone appending the same
+//!   larger bursts. In each round also the floor under all three: the store's log alone appending the same
 //!   records (no index), whose tail is the disk's at that moment (the store's p99 over it is
 //!   what the index costs). Each run also prints the log's syncs and the time spent in syncs
 //!   over 10 ms (what the index's writes cost the acknowledgements), and the store's threads'

@@ -1,10 +1,11 @@
 //! The store's metrics, read at scrape time: how long the log's syncs take, and whether its
 //! segments were prepared ahead of use, and how far the index lags the log.
 //!
-//! Owns the `switchboard_store_log_*` and `switchboard_store_index_*` names. Every acknowledgement waits for a log sync, so
-//! these are the disk's share of send latency: `sync_stalled_seconds_total` grows by the time
-//! spent in syncs longer than `store::log::STALL` (10 ms); its rate is the fraction of time
-//! during which sends could not be acknowledged within 10 ms.
+//! Owns the `switchboard_store_log_*` and `switchboard_store_index_*` names. Every
+//! acknowledgement waits for a log sync, so the log's metrics are the disk's share of send
+//! latency: `sync_stalled_seconds_total` grows by the time spent in syncs longer than
+//! `store::log::STALL` (10 ms); its rate is the fraction of time during which sends could not
+//! be acknowledged within 10 ms.
 //!
 //! `index_backlog_bytes` is the applier's backlog: reads other than idempotency lookups and
 //! reads of chats with nothing pending wait for it, and at `apply_backlog_bytes_max` the

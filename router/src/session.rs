@@ -18,10 +18,9 @@
 //! something was delivered in it.
 
 use std::collections::BTreeMap;
-
-use foldhash::HashMap;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use store::model::{Entry, LogPage, Seq, SyncChat};
 use wire::ids::{ChatId, DeviceId, UserId};
 

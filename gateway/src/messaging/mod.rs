@@ -25,11 +25,11 @@ mod presence;
 mod requests;
 mod sync;
 
-use foldhash::HashMap;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use router::owner::{Input, Owner, OwnerLimits};
 use router::ownership::{CorePlacement, Placement};

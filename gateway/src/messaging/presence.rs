@@ -13,11 +13,10 @@
 //! memory only (after a restart everyone starts offline with `last_seen_ms` 0 until seen).
 
 use std::collections::BTreeSet;
-
-use foldhash::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use foldhash::HashMap;
 use wire::{DeviceId, UserId};
 
 use super::{Hub, Item, unix_ms};

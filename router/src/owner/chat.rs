@@ -8,10 +8,9 @@
 //! in the owner's pending or in-flight write).
 
 use std::collections::{BTreeMap, VecDeque};
-
-use foldhash::HashMap;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use store::model::{Change, ChatState, ReceiptKind, Role, Seq};
 use wire::enums::ErrorCode;
 use wire::ids::{ChatId, ChatKind, DeviceId, UserId};

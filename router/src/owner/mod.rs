@@ -29,10 +29,9 @@
 mod chat;
 
 use std::collections::VecDeque;
-
-use foldhash::HashMap;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use store::StoreError;
 use store::model::{
     Change, ChatState, Entry, Message, Mutation, ReceiptKind, Role, SentRecord, Seq, Update,

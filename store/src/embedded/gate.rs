@@ -9,11 +9,11 @@
 //! existing chats; a refused batch leaves the map as it was. After the applier failed, every
 //! batch is refused (the index can no longer serve reads that match the log).
 
-use foldhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Sender;
+use foldhash::HashMap;
 use wire::ids::ChatId;
 
 use super::apply_thread::{Shared, ToApplier};

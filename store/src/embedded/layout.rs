@@ -168,10 +168,7 @@ pub(crate) fn device_sent(u: UserId, d: DeviceId) -> Key {
 }
 
 pub(crate) fn sent(u: UserId, d: DeviceId, client_msg_id: u64) -> Key {
-    Key::new(SENT)
-        .with(u.as_bytes())
-        .with(d.as_bytes())
-        .with(&client_msg_id.to_be_bytes())
+    device_sent(u, d).with(&client_msg_id.to_be_bytes())
 }
 
 /// The key of an expiry row: `t`, the oldest message's time, the log record's LSN. One row

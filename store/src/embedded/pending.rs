@@ -30,7 +30,6 @@
 use std::collections::VecDeque;
 
 use foldhash::HashMap;
-
 use wire::ids::{ChatId, DeviceId, UserId};
 
 use crate::log::Lsn;

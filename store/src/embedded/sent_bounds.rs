@@ -115,13 +115,14 @@ impl SentBounds {
         }
     }
 
-    /// The applier committed rows of these keys (sorted by device, then id; called before
-    /// their answers leave `pending`).
+    /// The applier committed rows of these keys (called before their answers leave
+    /// `pending`). Sorted keys cost one lookup per device; any order is correct.
     pub(crate) fn applied(&mut self, keys: &[SentKey]) {
         for run in keys.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-            let Some(&(user, device, max)) = run.last() else {
+            let Some(&(user, device, _)) = run.first() else {
                 continue;
             };
+            let max = run.iter().map(|&(_, _, id)| id).max().unwrap_or(0);
             if let Some(bound) = self.devices.get_mut(&(user, device)) {
                 bound.max = bound.max.max(max);
             }
@@ -176,6 +177,10 @@ mod tests {
         b.learned(user, device, epoch, 4);
         assert_eq!(b.begin(key(1, 9)), Verdict::Search, "9 is in the index");
         assert_eq!(b.begin(key(1, 10)), Verdict::Absent);
+        // Keys in any order raise it to their highest.
+        b.applied(&[key(1, 12), key(1, 11)]);
+        assert_eq!(b.begin(key(1, 12)), Verdict::Search);
+        assert_eq!(b.begin(key(1, 13)), Verdict::Absent);
         // Device 2 had no entry: the applier does not create one.
         assert!(matches!(b.begin(key(2, 4)), Verdict::SearchAndLearn(_)));
     }
