@@ -30,7 +30,7 @@ MEMLOCK_BYTES_MIN = 512 * 1024
 # measurement (the idle figure above is the measured part).
 BASE_BYTES = 128 * 1024 * 1024
 # File descriptors besides client connections: listeners, io_uring rings and eventfds, store log
-# segments and fjall tables, ops and media connections in flight. A host running the local media
+# segments and index tables, ops and media connections in flight. A host running the local media
 # backend at its full media_connections_max (1024) should pass --reserve-fds 2000.
 FD_RESERVE = 1_000
 # Files the rest of the system holds at once (fs.file-max is system-wide).

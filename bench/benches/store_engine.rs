@@ -8,12 +8,10 @@
 //!   same two producers (first the host's `vm.dirty_background_bytes`, which the tail depends
 //!   on: `tuning/apply` sets 4 MiB), open-loop (one write per 1 ms tick with every message
 //!   due, latency from the tick's intended time, so stalls count). Goal: p99 at most 10 ms.
-//!   Three rounds each of three index shapes, alternated, with the medians of p99: what the
-//!   gateway opens (the store's defaults with the applier at nice 10 and fjall's workers at
-//!   19), the store's defaults (nice 0), and fjall's own (64 MiB memtables and tables, a
-//!   checkpoint every 16 MiB or 1 s, one worker per core up to 4), which write the index in
-//!   larger bursts. In each round also the floor under all three: the store's log alone appending the same
-//!   records (no index), whose tail is the disk's at that moment (the store's p99 over it is
+//!   Three rounds each of two index shapes, alternated, with the medians of p99: what the
+//!   gateway opens (the store's defaults with the applier at nice 10 and the index's flush and
+//!   compaction threads at 19) and the store's defaults (nice 0). In each round also the floor
+//!   under both: the store's log alone appending the same records (no index), whose tail is the disk's at that moment (the store's p99 over it is
 //!   what the index costs). Each run also prints the log's syncs and the time spent in syncs
 //!   over 10 ms (what the index's writes cost the acknowledgements), and the store's threads'
 //!   CPU by thread (cores, µs per message: what the store costs the gateway that embeds it; on
@@ -499,19 +497,15 @@ enum Shape {
     Gateway,
     /// `EmbeddedOptions::default()`: the index threads at nice 0.
     Store,
-    /// fjall's defaults: 64 MiB memtables and tables, one worker per core up to 4;
-    /// checkpoints every 16 MiB or 1 s.
-    Fjall,
 }
 
 impl Shape {
-    const ALL: [Self; 3] = [Self::Gateway, Self::Store, Self::Fjall];
+    const ALL: [Self; 2] = [Self::Gateway, Self::Store];
 
     fn name(self) -> &'static str {
         match self {
             Self::Gateway => "gateway defaults",
             Self::Store => "store defaults",
-            Self::Fjall => "fjall defaults",
         }
     }
 
@@ -527,14 +521,6 @@ impl Shape {
                 }
             }
             Self::Store => defaults,
-            Self::Fjall => EmbeddedOptions {
-                memtable_bytes: 64 << 20,
-                table_bytes: 64 << 20,
-                checkpoint_bytes: 16 << 20,
-                checkpoint_interval: Duration::from_secs(1),
-                index_workers: thread::available_parallelism().map_or(1, |n| n.get().min(4)),
-                ..defaults
-            },
         }
     }
 }
@@ -583,7 +569,7 @@ fn store_cpu(
     messages: u64,
 ) -> String {
     let store_thread = |name: &str| {
-        ["store-", "fjall", "log-writer"]
+        ["store-", "index-", "log-writer"]
             .iter()
             .any(|p| name.starts_with(p))
     };
@@ -671,11 +657,10 @@ fn latency_at_fixed_rate(secs: u64) {
         .collect();
     println!(
         "store_engine/ack_latency p99 median over {rounds} round(s): {}, the log alone {:.2?} \
-         (store / gateway {:.2}x, fjall / gateway {:.2}x, gateway / log alone {:.2}x)",
+         (store / gateway {:.2}x, gateway / log alone {:.2}x)",
         by_shape.join(", "),
         Duration::from_micros(log_p99),
         ratio(medians[1], medians[0]),
-        ratio(medians[2], medians[0]),
         ratio(medians[0], log_p99)
     );
     let default_p99 = medians[0];
@@ -850,12 +835,15 @@ fn open_until_ready(dir: &Path, options: EmbeddedOptions) -> (EmbeddedStore, Dur
     (store, opened, start.elapsed())
 }
 
-/// Never checkpoints (not even at close), so the log keeps every record.
+/// Never checkpoints (not even at close), so the log keeps every record: a full memtable is a
+/// checkpoint too, so the memtable is made larger than the 2 million messages built with this
+/// ever fill (~1 GiB of memory).
 fn no_checkpoints() -> EmbeddedOptions {
     EmbeddedOptions {
         checkpoint_bytes: u64::MAX,
         checkpoint_interval: Duration::from_hours(1),
         checkpoint_on_close: false,
+        memtable_bytes: 16 << 30,
         ..EmbeddedOptions::default()
     }
 }

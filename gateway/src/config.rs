@@ -64,7 +64,7 @@ pub struct Config {
     /// How often retention runs (expired messages, delivered messages, pruned devices,
     /// attachments no message references).
     pub sweep_interval_ms: u64,
-    /// The nice value (0 to 19) of the store index's flush and compaction workers (fjall's):
+    /// The nice value (0 to 19) of the store index's flush and compaction threads:
     /// above 0 they yield the CPU to the executors, the log writer and the applier. (The
     /// thread that frees the index's flushed memtables always runs at 19.)
     /// Default 19: their work comes in bursts (compactions) that otherwise delay every message

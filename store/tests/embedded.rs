@@ -270,9 +270,9 @@ fn another_format_version_or_a_foreign_directory_is_refused() {
     let format = dir.path().join("FORMAT");
     assert_eq!(
         fs::read_to_string(&format).expect("FORMAT"),
-        "switchboard store format 2\n"
+        "switchboard store format 3\n"
     );
-    for other in ["3", "0"] {
+    for other in ["4", "0"] {
         fs::write(&format, format!("switchboard store format {other}\n")).expect("write");
         let error = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
             .err()
@@ -280,7 +280,7 @@ fn another_format_version_or_a_foreign_directory_is_refused() {
         assert!(matches!(error, OpenError::Incompatible { .. }), "{error}");
         let text = error.to_string();
         assert!(
-            text.contains(&format!("format {other}")) && text.contains("format 2"),
+            text.contains(&format!("format {other}")) && text.contains("format 3"),
             "{text}"
         );
     }
@@ -291,6 +291,16 @@ fn another_format_version_or_a_foreign_directory_is_refused() {
         .err()
         .expect("refuses");
     assert!(matches!(error, OpenError::Foreign(_)), "{error}");
+
+    // A first open killed between writing `FORMAT.tmp` and renaming it left only that: the
+    // directory is still a new store's, not a foreign one.
+    let interrupted = tempfile::tempdir().expect("temp dir");
+    fs::write(interrupted.path().join("FORMAT.tmp"), "switchboard st").expect("write");
+    drop(EmbeddedStore::open(interrupted.path(), EmbeddedOptions::default()).expect("creates"));
+    assert_eq!(
+        fs::read_to_string(interrupted.path().join("FORMAT")).expect("FORMAT"),
+        "switchboard store format 3\n"
+    );
 }
 
 #[test]
@@ -307,7 +317,7 @@ fn a_format_1_directory_is_upgraded_in_place_and_keeps_its_messages() {
     let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("upgrades");
     assert_eq!(
         fs::read_to_string(&format).expect("FORMAT"),
-        "switchboard store format 2\n"
+        "switchboard store format 3\n"
     );
     assert_eq!(head(&store), 3);
     block_on(store.write(message(4))).expect("acked");

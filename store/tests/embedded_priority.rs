@@ -1,8 +1,9 @@
-//! `EmbeddedOptions::background_nice` and `apply_nice`: fjall's flush and compaction workers
-//! and the applier run at their own lowered priorities, the log writer and the readers (on the
-//! acknowledgement and query paths) do not, and a value outside 0..=19 is refused. `EmbeddedOptions::index_workers`: fjall
-//! runs exactly that many workers, and 0 or 65 is refused. One test in its own binary, so the
-//! process's threads are only this store's.
+//! `EmbeddedOptions::background_nice` and `apply_nice`: the index's flush and compaction
+//! threads and the applier run at their own lowered priorities, the log writer and the readers
+//! (on the acknowledgement and query paths) do not, and a value outside 0..=19 is refused.
+//! `EmbeddedOptions::index_workers`: the index runs exactly that many compaction threads (and
+//! one flush thread), and 0 or 65 is refused. One test in its own binary, so the process's
+//! threads are only this store's.
 
 use store::embedded::{EmbeddedOptions, EmbeddedStore, OpenError};
 
@@ -61,7 +62,7 @@ fn background_threads_run_at_the_lowered_priority_and_the_ack_path_does_not() {
         );
     }
 
-    // Neither the store's default (4) nor fjall's own on any machine (its core count, up to 4).
+    // Not the store's default (2).
     let index_workers = 5;
     let options = EmbeddedOptions {
         background_nice: 15,
@@ -81,7 +82,8 @@ fn background_threads_run_at_the_lowered_priority_and_the_ack_path_does_not() {
                 .count()
         };
         let all_named = named("store-reader") == EmbeddedOptions::default().readers
-            && named("fjall:worker") == index_workers;
+            && named("index-compact") == index_workers
+            && named("index-flush") == 1;
         if all_named || std::time::Instant::now() > deadline {
             break threads;
         }
@@ -95,11 +97,16 @@ fn background_threads_run_at_the_lowered_priority_and_the_ack_path_does_not() {
             .collect()
     };
     assert_eq!(nice_of("store-applier"), [5], "{threads:?}");
-    let workers = nice_of("fjall");
-    assert_eq!(workers.len(), index_workers, "fjall's workers: {threads:?}");
-    assert!(
-        workers.iter().all(|n| *n == 15),
-        "fjall's workers inherit the nice value: {threads:?}"
+    let compactions = nice_of("index-compact");
+    assert_eq!(
+        compactions,
+        vec![15; index_workers],
+        "compactions: {threads:?}"
+    );
+    assert_eq!(
+        nice_of("index-flush"),
+        [15],
+        "the flush thread: {threads:?}"
     );
     assert_eq!(nice_of("log-writer"), [0], "acknowledgements: {threads:?}");
     let readers = nice_of("store-reader");

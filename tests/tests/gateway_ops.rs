@@ -162,9 +162,9 @@ fn thread_nice(pid: u32) -> Vec<(String, i64)> {
 
 #[test]
 fn the_store_index_threads_yield_the_cpu_by_default() {
-    // fjall's workers run at nice 19 and the applier at 10 unless configured, and the thread
-    // that frees the index's memtables always at 19; what acknowledgements and deliveries
-    // wait for (executors, the log writer, readers) stays at 0.
+    // The index's flush and compaction threads run at nice 19 and the applier at 10 unless
+    // configured, and the thread that frees the index's memtables always at 19; what
+    // acknowledgements and deliveries wait for (executors, the log writer, readers) stays at 0.
     let gw = Gateway::start();
     let threads = thread_nice(gw.pid());
     let nice_of = |prefix: &str| -> Vec<i64> {
@@ -176,9 +176,10 @@ fn the_store_index_threads_yield_the_cpu_by_default() {
     };
     assert_eq!(nice_of("store-applier"), [10], "{threads:?}");
     assert_eq!(nice_of("store-reclaim"), [19], "{threads:?}");
-    let workers = nice_of("fjall:worker");
-    assert!(!workers.is_empty(), "{threads:?}");
-    assert!(workers.iter().all(|&n| n == 19), "{threads:?}");
+    assert_eq!(nice_of("index-flush"), [19], "{threads:?}");
+    let compactions = nice_of("index-compact");
+    assert!(!compactions.is_empty(), "{threads:?}");
+    assert!(compactions.iter().all(|&n| n == 19), "{threads:?}");
     for foreground in ["log-writer", "store-reader", "switchboard"] {
         let nice = nice_of(foreground);
         assert!(!nice.is_empty(), "no {foreground} thread in {threads:?}");

@@ -253,17 +253,18 @@ fn device_seen(txn: &mut Txn<'_>, user: UserId, device: DeviceId, at: Millis) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use wire::ids::MessageId;
 
     use super::*;
     use crate::model::{BodyKind, Message};
 
-    fn user(id: u64) -> UserId {
+    pub(crate) fn user(id: u64) -> UserId {
         UserId::new(id).expect("valid user")
     }
 
-    fn append(seq: Seq) -> Mutation {
+    /// Message `seq` of user 1 (device 1) to user 2, client id `seq`.
+    pub(crate) fn append(seq: Seq) -> Mutation {
         Mutation::Append {
             chat: ChatId::direct(user(1), user(2)),
             seq,
@@ -284,7 +285,7 @@ mod tests {
     /// that row; the first append after the upgrade writes a head row, which wins from then on.
     #[test]
     fn a_chat_written_before_head_rows_keeps_its_head_until_an_append_writes_one() {
-        let (_dir, db, ks) = index::temp();
+        let (_dir, ks) = index::temp();
         let chat = ChatId::direct(user(1), user(2));
         let format_1_row = ChatMeta {
             name: "old".to_owned(),
@@ -292,7 +293,7 @@ mod tests {
             created_ms: 9,
             head: 5,
         };
-        let mut txn = Txn::new(&db, &ks);
+        let mut txn = Txn::new(&ks);
         txn.put(l::chat(chat), format_1_row.encode());
         txn.commit().expect("commit");
 

@@ -1,5 +1,6 @@
 //! The applier thread: applies durable log records to the index in LSN order, runs sweeps,
-//! and checkpoints (persist the index, then let the log drop the segments it covers).
+//! and checkpoints (seals the index's memtable; once the index's flush thread has written it
+//! out, the log drops the segments it covers, see [`super::engine`]).
 //!
 //! Owns `apply_from` (the next LSN to apply, stored in the index in the same atomic batch as
 //! the rows it covers) and the reader/writer rendezvous in [`Shared`]: the writer publishes
@@ -13,7 +14,7 @@
 //! [`super::reclaim`]).
 //!
 //! Invariants: a log segment is deleted only after the index rows of all its records were
-//! persisted with `fsync`; an apply failure stops applying, is logged loudly, and from then on
+//! written to tables and synced (the engine reports a memtable's covered LSN only then); an apply failure stops applying, is logged loudly, and from then on
 //! reads fail and writes are refused (the store must be reopened, which replays the log).
 
 use std::sync::atomic::AtomicU64;
@@ -21,11 +22,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use fjall::{Database, Keyspace, PersistMode};
 use wire::ids::{ChatId, DeviceId, UserId};
 
 use super::apply::{Scratch, apply_batch};
 use super::codec::decode_batch;
+use super::engine::Index;
 use super::hot::HotRows;
 use super::index::{IndexError, Txn};
 use super::layout as l;
@@ -224,8 +225,7 @@ pub(crate) struct CheckpointPolicy {
 
 /// The applier thread's state.
 pub(crate) struct Applier {
-    pub(crate) db: Database,
-    pub(crate) ks: Keyspace,
+    pub(crate) index: Index,
     pub(crate) shared: Arc<Shared>,
     pub(crate) log: LogHandle,
     pub(crate) retention: Retention,
@@ -239,7 +239,8 @@ pub(crate) struct Applier {
 }
 
 impl Applier {
-    /// Serves messages until every sender is gone, then checkpoints a last time.
+    /// Serves messages until every sender is gone (what is applied but not flushed then is
+    /// replayed from the log at the next open, unless a checkpoint was asked for first).
     pub(crate) fn run(mut self, rx: &Receiver<ToApplier>) {
         let mut since_checkpoint = 0u64;
         let mut last_checkpoint = Instant::now();
@@ -271,7 +272,7 @@ impl Applier {
                     Ok(())
                 }
                 ToApplier::Sweep { now, reply } => {
-                    let mut txn = Txn::with_hot(&self.db, &self.ks, &mut self.hot);
+                    let mut txn = Txn::with_hot(&self.index, &mut self.hot);
                     match sweep(&mut txn, &self.retention, now) {
                         Ok(report) => {
                             reply.send(Ok(report));
@@ -298,15 +299,13 @@ impl Applier {
                 last_checkpoint = Instant::now();
             }
         }
-        if self.shared.failure().is_none() {
-            self.checkpoint();
-        }
     }
 
-    /// Like [`Applier::checkpoint`], waiting until the log has deleted the segments.
+    /// Like [`Applier::checkpoint`], waiting until the index is written out and the log has
+    /// deleted the segments.
     fn checkpoint_and_wait(&self) {
-        if let Err(error) = self.db.persist(PersistMode::SyncAll) {
-            tracing::warn!(%error, "store: persisting the index failed; keeping the log");
+        if let Err(error) = self.index.flush_and_wait(self.next) {
+            tracing::warn!(%error, "store: writing out the index failed; keeping the log");
             return;
         }
         if let Err(error) = futures_lite::future::block_on(self.log.checkpoint(self.next)) {
@@ -323,7 +322,7 @@ impl Applier {
         since_checkpoint: &mut u64,
         scratch: &mut Scratch,
     ) -> Result<(), IndexError> {
-        let mut txn = Txn::with_hot(&self.db, &self.ks, &mut self.hot);
+        let mut txn = Txn::with_hot(&self.index, &mut self.hot);
         let mut applied_bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
         apply_records(&mut txn, &mut self.next, first_lsn, records, scratch)?;
         // Coalesce queued batches into this index batch; a sweep waits for the next turn.
@@ -354,13 +353,17 @@ impl Applier {
         sent.sort_unstable();
         self.shared.set_applied(self.next, sent);
         sent.clear();
-        self.reclaimer.observe(&self.ks);
+        if self.index.is_full() {
+            self.checkpoint();
+            *since_checkpoint = 0;
+        }
+        self.reclaimer.observe(&self.index);
         self.reclaimer.release();
         if let Some(ToApplier::Checkpoint { reply }) = deferred {
             self.checkpoint_and_wait();
             reply.send(Ok(()));
         } else if let Some(ToApplier::Sweep { now, reply }) = deferred {
-            let mut txn = Txn::with_hot(&self.db, &self.ks, &mut self.hot);
+            let mut txn = Txn::with_hot(&self.index, &mut self.hot);
             let report = sweep(&mut txn, &self.retention, now);
             match report {
                 Ok(report) => reply.send(Ok(report)),
@@ -373,15 +376,10 @@ impl Applier {
         Ok(())
     }
 
-    /// Persists the index, then tells the log it may drop what the index now holds.
+    /// Seals the index's memtable, which holds everything below `next`: the flush thread
+    /// writes it out and then tells the log it may drop what it covers (see `open`).
     fn checkpoint(&self) {
-        if let Err(error) = self.db.persist(PersistMode::SyncAll) {
-            // Not fatal: the log keeps its segments, and the next checkpoint tries again.
-            tracing::warn!(%error, "store: persisting the index failed; keeping the log");
-            return;
-        }
-        // The writer deletes the segments; we do not wait for it.
-        drop(self.log.checkpoint(self.next));
+        self.index.rotate(self.next);
     }
 }
 

@@ -1,18 +1,19 @@
-//! Access to the fjall index: a read view ([`Snap`], a consistent snapshot for reader
+//! Access to the index ([`super::engine`]): a read view ([`Snap`], a consistent snapshot for reader
 //! threads) and a write transaction ([`Txn`], the applier's overlay over one atomic batch),
 //! behind one [`View`] trait so the queries in this module serve both.
 //!
 //! Owns read-modify-write consistency for the applier: a [`Txn`] sees its own uncommitted
 //! puts and deletes (point reads and prefix scans merge the overlay), and commits them as one
-//! fjall batch, so a crash leaves the index at a batch boundary (with `apply_from` in the same
+//! atomic index batch, so a crash leaves the index at a batch boundary (with `apply_from` in the same
 //! batch saying which).
 
 use std::collections::BTreeMap;
 
-use fjall::{Database, Keyspace, Readable, Slice, Snapshot};
+use lsm_tree::{Guard, Slice};
 use wire::ids::{ChatId, DeviceId, UserId};
 
 use super::codec::CodecError;
+use super::engine::{Batch, EngineError, Index, Snapshot};
 use super::hot::HotRows;
 use super::layout::{self as l, ChatMeta, KeyParts};
 use crate::model::{Member, Role, Seq};
@@ -21,12 +22,18 @@ use crate::model::{Member, Role, Seq};
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum IndexError {
     #[error("index engine: {0}")]
-    Engine(#[from] fjall::Error),
+    Engine(#[from] EngineError),
     #[error("index row: {0}")]
     Codec(#[from] CodecError),
 }
 
 pub(crate) type Result<T> = std::result::Result<T, IndexError>;
+
+impl From<lsm_tree::Error> for IndexError {
+    fn from(error: lsm_tree::Error) -> Self {
+        Self::Engine(error.into())
+    }
+}
 
 /// Read access to the index.
 pub(crate) trait View {
@@ -36,28 +43,26 @@ pub(crate) trait View {
 }
 
 /// A consistent snapshot for one read.
-pub(crate) struct Snap<'a> {
+pub(crate) struct Snap {
     pub(crate) snapshot: Snapshot,
-    pub(crate) ks: &'a Keyspace,
 }
 
-impl<'a> Snap<'a> {
-    pub(crate) fn new(db: &Database, ks: &'a Keyspace) -> Self {
+impl Snap {
+    pub(crate) fn new(index: &Index) -> Self {
         Self {
-            snapshot: db.snapshot(),
-            ks,
+            snapshot: index.snapshot(),
         }
     }
 }
 
-impl View for Snap<'_> {
+impl View for Snap {
     fn get(&self, key: &[u8]) -> Result<Option<Slice>> {
-        Ok(self.snapshot.get(self.ks, key)?)
+        Ok(self.snapshot.get(key)?)
     }
 
     fn scan(&self, prefix: &[u8]) -> Result<Vec<(Slice, Slice)>> {
         let mut rows = Vec::new();
-        for guard in self.snapshot.prefix(self.ks, prefix) {
+        for guard in self.snapshot.prefix(prefix) {
             rows.push(guard.into_inner()?);
         }
         Ok(rows)
@@ -66,35 +71,31 @@ impl View for Snap<'_> {
 
 /// The applier's transaction: buffered puts and deletes over the committed index.
 pub(crate) struct Txn<'a> {
-    db: &'a Database,
-    ks: &'a Keyspace,
+    index: &'a Index,
     overlay: BTreeMap<Vec<u8>, Option<Slice>>,
     /// Rows the applier writes but never reads back (log entries, idempotency rows): they
     /// skip the overlay and go straight into the batch.
-    blind: Option<fjall::OwnedWriteBatch>,
-    blind_len: usize,
+    blind: Batch,
     /// The applier's copy of the rows it reads back, kept current by every commit.
     hot: Option<&'a mut HotRows>,
 }
 
 impl<'a> Txn<'a> {
-    pub(crate) fn new(db: &'a Database, ks: &'a Keyspace) -> Self {
+    pub(crate) fn new(index: &'a Index) -> Self {
         Self {
-            db,
-            ks,
+            index,
             overlay: BTreeMap::new(),
-            blind: None,
-            blind_len: 0,
+            blind: Batch::default(),
             hot: None,
         }
     }
 
     /// A transaction whose reads of kept rows are served by `hot` and whose commits update
     /// it (see [`super::hot`]: every writer of the index must carry the same cache).
-    pub(crate) fn with_hot(db: &'a Database, ks: &'a Keyspace, hot: &'a mut HotRows) -> Self {
+    pub(crate) fn with_hot(index: &'a Index, hot: &'a mut HotRows) -> Self {
         Self {
             hot: Some(hot),
-            ..Self::new(db, ks)
+            ..Self::new(index)
         }
     }
 
@@ -105,11 +106,7 @@ impl<'a> Txn<'a> {
             !HotRows::keeps(key.as_ref()),
             "a row the applier reads back is never written blind"
         );
-        let ks = self.ks;
-        self.blind
-            .get_or_insert_with(|| self.db.batch())
-            .insert(ks, key.as_ref(), value.into());
-        self.blind_len += 1;
+        self.blind.insert(key.as_ref(), value.into());
     }
 
     pub(crate) fn put(&mut self, key: impl AsRef<[u8]>, value: impl Into<Slice>) {
@@ -121,32 +118,31 @@ impl<'a> Txn<'a> {
         self.overlay.insert(key.as_ref().to_vec(), None);
     }
 
-    /// The keyspace under the overlay (for streaming scans of rows this txn did not write).
-    pub(crate) fn keyspace(&self) -> &'a Keyspace {
-        self.ks
+    /// The index under the overlay (for streaming scans of rows this txn did not write).
+    pub(crate) fn index(&self) -> &'a Index {
+        self.index
     }
 
     /// Buffered changes.
     pub(crate) fn len(&self) -> usize {
-        self.overlay.len() + self.blind_len
+        self.overlay.len() + self.blind.len()
     }
 
     /// Writes every buffered change as one atomic batch (not synced: the log is durable, and
     /// checkpoints persist the index before they let log segments go).
     pub(crate) fn commit(&mut self) -> Result<()> {
-        if self.overlay.is_empty() && self.blind.is_none() {
+        if self.overlay.is_empty() && self.blind.len() == 0 {
             return Ok(());
         }
-        let mut batch = self.blind.take().unwrap_or_else(|| self.db.batch());
-        self.blind_len = 0;
+        let mut batch = std::mem::take(&mut self.blind);
         let overlay = std::mem::take(&mut self.overlay);
         for (key, value) in &overlay {
             match value {
-                Some(value) => batch.insert(self.ks, key.as_slice(), value.clone()),
-                None => batch.remove(self.ks, key.as_slice()),
+                Some(value) => batch.insert(key.as_slice(), value.clone()),
+                None => batch.remove(key.as_slice()),
             }
         }
-        batch.commit()?;
+        self.index.commit(batch)?;
         if let Some(hot) = self.hot.as_deref_mut() {
             for (key, value) in overlay {
                 if HotRows::keeps(&key) {
@@ -168,12 +164,12 @@ impl View for Txn<'_> {
         {
             return Ok(value.clone());
         }
-        Ok(self.ks.get(key)?)
+        Ok(self.index.get(key)?)
     }
 
     fn scan(&self, prefix: &[u8]) -> Result<Vec<(Slice, Slice)>> {
         let mut merged: BTreeMap<Vec<u8>, Option<Slice>> = BTreeMap::new();
-        for guard in self.ks.prefix(prefix) {
+        for guard in self.index.prefix(prefix) {
             let (k, v) = guard.into_inner()?;
             merged.insert(k.to_vec(), Some(v));
         }
@@ -305,13 +301,20 @@ pub(crate) fn user_chats(v: &impl View, user: UserId) -> Result<Vec<(ChatId, boo
     Ok(out)
 }
 
-/// An empty index (keyspace `store`) in a temp dir, for tests.
+/// An empty index in a temp dir, for tests.
 #[cfg(test)]
-pub(crate) fn temp() -> (tempfile::TempDir, Database, Keyspace) {
+pub(crate) fn temp() -> (tempfile::TempDir, Index) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Database::builder(dir.path()).open().expect("fjall");
-    let ks = db
-        .keyspace("store", fjall::KeyspaceCreateOptions::default)
-        .expect("keyspace");
-    (dir, db, ks)
+    let index = Index::open(
+        dir.path(),
+        &super::engine::IndexOptions {
+            cache_bytes: 8 << 20,
+            memtable_bytes: 64 << 20,
+            table_bytes: 16 << 20,
+            compaction_threads: 1,
+            nice: 0,
+        },
+    )
+    .expect("index");
+    (dir, index)
 }

@@ -1,4 +1,4 @@
-//! The embedded index's key space: one fjall keyspace, one prefix byte per table.
+//! The embedded index's key space: one LSM tree, one prefix byte per table.
 //!
 //! Owns every key and value shape in the index (`docs/ARCHITECTURE.md` lists them). Keys are
 //! big-endian fixed-size ids, so a prefix scan returns rows in id order and a chat's entries

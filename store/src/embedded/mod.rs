@@ -1,18 +1,20 @@
 //! The embedded backend (the default; no servers): a write-ahead log on the acknowledgement
-//! path, applied in the background to a fjall LSM index that serves reads.
+//! path, applied in the background to an LSM index (`lsm-tree`, [`engine`]) that serves reads.
 //!
 //! Why this shape (`../shared/FACTS.md`, measured here): fjall alone stalls commits for
 //! 110–280 ms at memtable rotations (ack p99 ~376 ms at 100k msg/s) and redb alone tops out
 //! near 35k msg/s, while an append-only log with one `fdatasync` per batch keeps p99 in
-//! single-digit ms. So an acknowledgement waits only for the log; the index catches up behind.
+//! single-digit ms. So an acknowledgement waits only for the log; the index catches up behind,
+//! and has no journal of its own: the log is its write-ahead log.
 //!
 //! Threads: the log's writer (group commit; its [`gate::SeqGate`] checks every batch's seqs
 //! and hands durable records on), the applier ([`apply_thread`]: index batches, sweeps,
-//! checkpoints) and a few readers ([`read`]). Executor threads only enqueue and await.
+//! checkpoints), a few readers ([`read`]) and the index's flush and compaction threads
+//! ([`engine`]). Executor threads only enqueue and await.
 //!
-//! Directory layout (format version [`FORMAT_VERSION`], in `FORMAT`; format
-//! [`UPGRADES_FORMAT`] is upgraded in place): `FORMAT`, `log/` (segments, see [`crate::log`]),
-//! `index/` (fjall).
+//! Directory layout (format version [`FORMAT_VERSION`], in `FORMAT`; the formats
+//! [`UPGRADES_FORMATS`] are upgraded in place): `FORMAT`, `log/` (segments, see [`crate::log`]),
+//! `index/lsm/` (the LSM tree: its tables and versions, see [`engine`]).
 //!
 //! Invariants: `Ok` from [`Store::write`] means the log record was synced; a read sees
 //! every write acknowledged before it was issued; reopening replays the log from the index's
@@ -22,6 +24,7 @@ mod apply;
 mod apply_thread;
 mod attachments;
 mod codec;
+mod engine;
 mod gate;
 mod hot;
 mod index;
@@ -31,6 +34,7 @@ mod read;
 mod reclaim;
 mod sent_bounds;
 mod sweep;
+mod upgrade;
 
 use std::fs;
 use std::io::Write as _;
@@ -40,10 +44,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use wire::ids::{AttachmentId, ChatId, DeviceId, UserId};
 
 use self::apply_thread::{Applier, CheckpointPolicy, Shared, ToApplier};
+use self::engine::{Index, IndexOptions};
 use self::index::{IndexError, Txn};
 use self::read::{Reader, Readers};
 use self::reclaim::Reclaimer;
@@ -60,12 +64,16 @@ use crate::{Store, StoreError, StoreReply};
 /// 2: a chat's head is a row of its own (`h`), rewritten by every append; the chat's row keeps
 /// the head it had when format 1 last wrote it. A build that reads only format 1 would take
 /// that stale head for the current one, so it must refuse a format-2 directory.
-pub const FORMAT_VERSION: u32 = 2;
+///
+/// 3: the index is an LSM tree in `index/lsm` that the store drives itself ([`engine`]), no
+/// longer a fjall database in `index/`; the rows are the same. A build that expects fjall's
+/// files would find none and rebuild the index from a log that no longer holds everything.
+pub const FORMAT_VERSION: u32 = 3;
 
-/// The older format this build opens and upgrades in place (by rewriting `FORMAT` before it
-/// writes anything): format 1 differs only in having no head rows, and every read falls back
-/// to the chat row's head where a chat has none.
-pub const UPGRADES_FORMAT: u32 = 1;
+/// The older formats this build opens and upgrades in place, before it writes anything:
+/// their fjall index is copied into the new tree ([`upgrade`]), and format 1's missing head
+/// rows are read from the chat rows as before (every read falls back to them).
+pub const UPGRADES_FORMATS: [u32; 2] = [1, 2];
 
 /// What the `FORMAT` file says (followed by a newline).
 fn format_line(version: u32) -> String {
@@ -89,27 +97,27 @@ pub struct EmbeddedOptions {
     /// every acknowledgement) waits for it. Large enough to ride out the index's memtable
     /// stalls (100–300 ms, ~5 MiB at 100k messages/s) without stalling acks; it bounds the
     /// applier's memory and how far the index may lag: a crash replays at most this plus
-    /// `checkpoint_bytes` of log (34 MiB by default, ~1.3 s at the measured replay rate).
+    /// what the index has not written out yet (at most `checkpoint_bytes` of log and the
+    /// memtables waiting for the flush thread).
     pub apply_backlog_bytes_max: u64,
-    /// Checkpoint after this many record bytes applied. A checkpoint syncs fjall's journal,
-    /// which shares the disk with the log: small, frequent checkpoints keep each of those
-    /// syncs short, so the log's syncs (acknowledgements) seldom wait behind a large one.
+    /// Checkpoint after this many record bytes applied, or when the index's memtable is full,
+    /// whichever comes first. A checkpoint seals the memtable; the index's flush thread writes
+    /// it out as a table, and then the log drops the segments it covers. So this bounds the
+    /// log kept and what a crash replays (32 MiB by default: about 1.3 s of replay), and
+    /// smaller means more, smaller tables for compactions to merge.
     pub checkpoint_bytes: u64,
-    /// Or after this long with anything applied.
+    /// Or after this long with anything applied (so a quiet store's log is trimmed too).
     pub checkpoint_interval: Duration,
-    /// The index's memtable size: one is written out (and synced) as a table when full. Like
-    /// `checkpoint_bytes`, smaller means shorter bursts of index writes for the log's syncs to
-    /// wait behind. Applies when the index is created; an existing index keeps its own.
+    /// The index's memtable size: one is written out (and synced) as a table when full.
     pub memtable_bytes: u64,
-    /// The size of the tables compactions write (each is synced when written); applies when
-    /// the index is created, as `memtable_bytes`.
+    /// The size of the tables compactions write (each is synced when written).
     pub table_bytes: u64,
     /// The index's block cache, in bytes.
     pub cache_bytes: u64,
     /// At close, checkpoint so the log keeps nothing the index holds (the default). Off, the
     /// log keeps every segment since the last checkpoint (recovery tests use this).
     pub checkpoint_on_close: bool,
-    /// The nice value (0 to 19) of fjall's flush and compaction workers: their work comes in
+    /// The nice value (0 to 19) of the index's flush and compaction threads: their work comes in
     /// bursts that can wait. When the CPU is short they yield it to the log writer
     /// (acknowledgements), the readers, the applier and the gateway's executors.
     pub background_nice: i32,
@@ -122,16 +130,9 @@ pub struct EmbeddedOptions {
     /// delaying the log's syncs, which every acknowledgement waits for. A store must always be
     /// opened with the same index: an index that does not match the log is refused.
     pub index_dir: Option<PathBuf>,
-    /// fjall's flush and compaction threads (1 to 64). Default 4, whatever the core count:
-    /// with fewer, fjall 3.1's first worker, which keeps itself free for flushes, hands every
-    /// compaction request it receives back to the shared queue and receives it again
-    /// (a busy loop) for as long as the others are compacting. Spare workers take those
-    /// requests and sleep instead. Measured on the 2-core development VM, 4 workers against
-    /// fjall's default of 2 there: about 25% less CPU in the workers at 100k msg/s, and through
-    /// the gateway (`messaging` bench, 1:1) 69.8k against 59.4k deliveries per gateway
-    /// CPU-second (medians of 3, alternated). One worker avoids the loop
-    /// too, but then a flush waits behind every compaction, and fjall can deadlock a lone
-    /// worker on its own full queue (fjall-rs/fjall#323).
+    /// The index's compaction threads (1 to 64; its one flush thread comes on top, so a flush
+    /// never waits behind a compaction). Default 2: level 0 → 1 and the deeper levels compact
+    /// at once.
     pub index_workers: usize,
 }
 
@@ -143,14 +144,8 @@ impl Default for EmbeddedOptions {
             readers: 2,
             read_queue_max: 65_536,
             apply_backlog_bytes_max: 32 << 20,
-            // Measured at 100k msg/s (`store_engine` bench, issue 5), alternated in one run:
-            // with 16 MiB tables and 2 MiB / 200 ms checkpoints the log spent 1.6–2.9% of the
-            // time in syncs over 10 ms, against 3.6–4.9% with fjall's 64 MiB tables and 16 MiB
-            // / 1 s; ack p99 median 20 ms against 28 ms, p50 unchanged (0.6 ms). 8 MiB
-            // memtables cut stalls further but tripled p50 and cost ~19% of the gateway's
-            // throughput in compactions.
-            checkpoint_bytes: 2 << 20,
-            checkpoint_interval: Duration::from_millis(200),
+            checkpoint_bytes: 32 << 20,
+            checkpoint_interval: Duration::from_secs(30),
             memtable_bytes: 64 << 20,
             table_bytes: 16 << 20,
             cache_bytes: 64 << 20,
@@ -158,7 +153,7 @@ impl Default for EmbeddedOptions {
             background_nice: 0,
             apply_nice: 0,
             index_dir: None,
-            index_workers: 4,
+            index_workers: 2,
         }
     }
 }
@@ -168,11 +163,12 @@ impl Default for EmbeddedOptions {
 pub enum OpenError {
     /// The directory holds another format version (or something else).
     #[error(
-        "{}: {found}; this build reads \"{}\" (and upgrades \"{}\" in place). Open it with \
-         a matching switchboard build",
+        "{}: {found}; this build reads \"{}\" (and upgrades formats {} and {} in place). \
+         Open it with a matching switchboard build",
         path.display(),
         format_line(FORMAT_VERSION),
-        format_line(UPGRADES_FORMAT)
+        UPGRADES_FORMATS[0],
+        UPGRADES_FORMATS[1]
     )]
     Incompatible {
         /// The `FORMAT` file.
@@ -229,6 +225,7 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
+    index: Index,
     checkpoint_on_close: bool,
     log: Option<Log>,
     applier_tx: Option<Sender<ToApplier>>,
@@ -274,20 +271,20 @@ impl EmbeddedStore {
     pub fn open(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, OpenError> {
         options.validate()?;
         let dir = dir.as_ref();
-        check_format(dir)?;
+        if let Some(from) = check_format(dir)? {
+            let rows = upgrade::from_fjall(&index_dir(dir, &options), &index_options(&options))?;
+            write_format(dir)?;
+            tracing::info!(
+                dir = %dir.display(),
+                from,
+                to = FORMAT_VERSION,
+                rows,
+                "store: upgraded the data directory's format in place"
+            );
+        }
         let apply_nice = options.apply_nice;
-        let db = open_index(dir, &options)?;
-        let (memtable_bytes, table_bytes) = (options.memtable_bytes, options.table_bytes);
-        let ks = db
-            .keyspace("store", move || {
-                KeyspaceCreateOptions::default()
-                    .max_memtable_size(memtable_bytes)
-                    .compaction_strategy(Arc::new(
-                        fjall::compaction::Leveled::default().with_table_target_size(table_bytes),
-                    ))
-            })
-            .map_err(|e| OpenError::Index(e.to_string()))?;
-        let apply_from = match ks.get(layout::APPLY_FROM).map_err(IndexError::from)? {
+        let index = open_index(dir, &options)?;
+        let apply_from = match index.get(layout::APPLY_FROM).map_err(IndexError::from)? {
             Some(bytes) => layout::read_vars::<1>(&bytes).map_err(IndexError::from)?[0],
             None => 0,
         };
@@ -306,9 +303,9 @@ impl EmbeddedStore {
                     recovery.next_lsn()
                 )));
             }
-            replayed = replay(&db, &ks, recovery, apply_from)?;
+            replayed = replay(&index, recovery, apply_from)?;
             gate_shared.start_at(recovery.next_lsn());
-            let heads = read::heads(&ks)?;
+            let heads = read::heads(&index)?;
             chats = heads.len();
             Ok(gate::SeqGate::new(
                 heads,
@@ -322,11 +319,14 @@ impl EmbeddedStore {
             torn_bytes_dropped: log.recovery().bytes_dropped(),
             chats,
         };
+        // A flushed memtable's rows are in synced tables: the log may drop what it covers (the
+        // writer deletes the segments; nobody waits for it).
+        let checkpoints = log.handle();
+        index.on_flushed(move |covered| drop(checkpoints.checkpoint(covered)));
         let mut threads = Vec::new();
         let (reclaim_tx, reclaim_rx) = crossbeam_channel::unbounded();
         let applier = Applier {
-            db: db.clone(),
-            ks: ks.clone(),
+            index: index.clone(),
             shared: shared.clone(),
             log: log.handle(),
             retention: options.retention,
@@ -358,8 +358,7 @@ impl EmbeddedStore {
         let (read_tx, read_rx) = crossbeam_channel::bounded(options.read_queue_max);
         for i in 0..options.readers {
             let reader = Reader {
-                db: db.clone(),
-                ks: ks.clone(),
+                index: index.clone(),
             };
             let rx = read_rx.clone();
             threads.push(spawn(&format!("store-reader-{i}"), dir, move || {
@@ -367,6 +366,7 @@ impl EmbeddedStore {
             })?);
         }
         let inner = Inner {
+            index,
             checkpoint_on_close: options.checkpoint_on_close,
             log: Some(log),
             applier_tx: Some(applier_tx),
@@ -429,34 +429,28 @@ pub fn log_record(batch: &WriteBatch) -> Vec<u8> {
     out
 }
 
-/// Opens the index (fjall) from a thread at `background_nice`, so fjall's workers inherit it.
-fn open_index(dir: &Path, options: &EmbeddedOptions) -> Result<Database, OpenError> {
-    let (nice, cache_bytes, workers) = (
-        options.background_nice,
-        options.cache_bytes,
-        options.index_workers,
-    );
-    let path = options
+/// The index's directory: `index_dir`, or `<dir>/index`.
+fn index_dir(dir: &Path, options: &EmbeddedOptions) -> PathBuf {
+    options
         .index_dir
         .clone()
-        .unwrap_or_else(|| dir.join("index"));
-    let open = || {
-        set_nice(nice);
-        Database::builder(&path)
-            .cache_size(cache_bytes)
-            // Keep fjall's own journal small: the log is the source of truth, and a large
-            // journal only lengthens recovery.
-            .max_journaling_size(64 << 20)
-            .worker_threads(workers)
-            .open()
-            .map_err(|e| OpenError::Index(e.to_string()))
-    };
-    std::thread::scope(|scope| {
-        scope
-            .spawn(open)
-            .join()
-            .unwrap_or_else(|_| Err(OpenError::Index("opening the index panicked".into())))
-    })
+        .unwrap_or_else(|| dir.join("index"))
+}
+
+/// Opens the index's tree (`<index>/lsm`) and starts its threads at `background_nice`.
+fn open_index(dir: &Path, options: &EmbeddedOptions) -> Result<Index, OpenError> {
+    let path = index_dir(dir, options).join("lsm");
+    Index::open(&path, &index_options(options)).map_err(|e| OpenError::Index(e.to_string()))
+}
+
+fn index_options(options: &EmbeddedOptions) -> IndexOptions {
+    IndexOptions {
+        cache_bytes: options.cache_bytes,
+        memtable_bytes: options.memtable_bytes,
+        table_bytes: options.table_bytes,
+        compaction_threads: options.index_workers,
+        nice: options.background_nice,
+    }
 }
 
 /// Lowers the calling thread's priority to `nice` (on Linux the nice value is per thread).
@@ -495,38 +489,34 @@ fn io_error(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
-/// Creates `FORMAT` in a new (or empty) directory and upgrades format [`UPGRADES_FORMAT`] in
-/// place; refuses another version or a foreign directory.
-fn check_format(dir: &Path) -> Result<(), OpenError> {
+/// Creates `FORMAT` in a new (or empty) directory; for a format of [`UPGRADES_FORMATS`], the
+/// version to upgrade from (the caller upgrades, then writes `FORMAT`); refuses another
+/// version or a foreign directory.
+fn check_format(dir: &Path) -> Result<Option<u32>, OpenError> {
     fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
     let path = dir.join("FORMAT");
     match fs::read_to_string(&path) {
         Ok(found) => {
             let found = found.trim_end().to_owned();
             if found == format_line(FORMAT_VERSION) {
-                Ok(())
-            } else if found == format_line(UPGRADES_FORMAT) {
-                write_format(dir)?;
-                tracing::info!(
-                    dir = %dir.display(),
-                    from = UPGRADES_FORMAT,
-                    to = FORMAT_VERSION,
-                    "store: upgraded the data directory's format in place"
-                );
-                Ok(())
+                Ok(None)
+            } else if let Some(&from) = UPGRADES_FORMATS
+                .iter()
+                .find(|&&old| found == format_line(old))
+            {
+                Ok(Some(from))
             } else {
                 Err(OpenError::Incompatible { path, found })
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let empty = fs::read_dir(dir)
-                .map_err(io_error("listing", dir))?
-                .next()
-                .is_none();
+            // `FORMAT.tmp` alone is a first open that died before its rename: still empty.
+            let mut entries = fs::read_dir(dir).map_err(io_error("listing", dir))?;
+            let empty = entries.all(|entry| entry.is_ok_and(|e| e.file_name() == "FORMAT.tmp"));
             if !empty {
                 return Err(OpenError::Foreign(dir.to_owned()));
             }
-            write_format(dir)
+            write_format(dir).map(|()| None)
         }
         Err(e) => Err(io_error("reading", &path)(e)),
     }
@@ -547,12 +537,11 @@ fn write_format(dir: &Path) -> Result<(), OpenError> {
 
 /// Applies the log's records from `apply_from` to the index, in index batches.
 fn replay(
-    db: &Database,
-    ks: &Keyspace,
+    index: &Index,
     recovery: &crate::log::Recovery,
     apply_from: Lsn,
 ) -> Result<u64, OpenError> {
-    let mut txn = Txn::new(db, ks);
+    let mut txn = Txn::new(index);
     let mut scratch = apply::Scratch::default();
     let mut failure: Option<IndexError> = None;
     let mut next = apply_from;
@@ -568,6 +557,9 @@ fn replay(
                 if txn.len() >= 65_536 {
                     txn.put(layout::APPLY_FROM, layout::vars(&[next]));
                     txn.commit()?;
+                    if index.is_full() {
+                        index.rotate(next);
+                    }
                     // No reader runs yet, so no device has a bound to raise.
                     scratch.sent_keys().clear();
                 }
@@ -612,6 +604,8 @@ impl Drop for Inner {
                 tracing::error!("store: a store thread panicked");
             }
         }
+        // Last, the index's threads: what they have not flushed, the log still holds.
+        self.index.close();
     }
 }
 

@@ -11,12 +11,13 @@
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use fjall::{Database, Keyspace, Readable};
+use lsm_tree::Guard;
 use wire::ids::{ChatId, DeviceId, UserId};
 
 use super::apply::default_delivered;
 use super::apply_thread::{SentLookup, Shared};
 use super::codec::decode_entry;
+use super::engine::Index;
 use super::index::{self, IndexError, Snap, View};
 use super::layout::{self as l, KeyParts};
 use super::pending::SentKey;
@@ -31,8 +32,7 @@ pub(crate) type Job = Box<dyn FnOnce(&Reader) + Send>;
 
 /// What a reader thread holds.
 pub(crate) struct Reader {
-    pub(crate) db: Database,
-    pub(crate) ks: Keyspace,
+    pub(crate) index: Index,
 }
 
 /// Submits queries to the reader threads.
@@ -57,7 +57,7 @@ impl Readers {
     /// Runs `query` on a reader thread once every write acknowledged so far is applied.
     pub(crate) fn run<T: Send + 'static>(
         &self,
-        query: impl FnOnce(&Snap<'_>) -> Result<T, StoreError> + Send + 'static,
+        query: impl FnOnce(&Snap) -> Result<T, StoreError> + Send + 'static,
     ) -> Reply<T, StoreError> {
         self.run_after(Shared::wait_applied, query)
     }
@@ -68,7 +68,7 @@ impl Readers {
     pub(crate) fn run_chat<T: Send + 'static>(
         &self,
         chat: ChatId,
-        query: impl FnOnce(&Snap<'_>) -> Result<T, StoreError> + Send + 'static,
+        query: impl FnOnce(&Snap) -> Result<T, StoreError> + Send + 'static,
     ) -> Reply<T, StoreError> {
         self.run_after(
             move |shared, target| shared.wait_chat_applied(chat, target),
@@ -80,7 +80,7 @@ impl Readers {
     fn run_after<T: Send + 'static>(
         &self,
         wait: impl FnOnce(&Shared, Lsn) -> Result<(), StoreError> + Send + 'static,
-        query: impl FnOnce(&Snap<'_>) -> Result<T, StoreError> + Send + 'static,
+        query: impl FnOnce(&Snap) -> Result<T, StoreError> + Send + 'static,
     ) -> Reply<T, StoreError> {
         let target = self
             .shared
@@ -89,7 +89,7 @@ impl Readers {
         let shared = self.shared.clone();
         self.submit(move |reader: &Reader| {
             wait(&shared, target)?;
-            query(&Snap::new(&reader.db, &reader.ks))
+            query(&Snap::new(&reader.index))
         })
     }
 
@@ -109,7 +109,7 @@ impl Readers {
             }
             // After every `pending_sent`: what is neither pending nor in this snapshot was not
             // acknowledged before the lookup.
-            let snap = Snap::new(&reader.db, &reader.ks);
+            let snap = Snap::new(&reader.index);
             let mut answers = Vec::with_capacity(keys.len());
             let mut scans = Vec::new();
             for (lookup, &(user, device, id)) in lookups.into_iter().zip(&keys) {
@@ -193,9 +193,9 @@ pub(crate) fn sent(
 }
 
 /// The highest client message id of `device` in the index (0 if none): its last `s` row.
-fn highest_sent(snap: &Snap<'_>, user: UserId, device: DeviceId) -> Result<u64, IndexError> {
+fn highest_sent(snap: &Snap, user: UserId, device: DeviceId) -> Result<u64, IndexError> {
     let prefix = l::device_sent(user, device);
-    let Some(guard) = snap.snapshot.prefix(snap.ks, prefix).next_back() else {
+    let Some(guard) = snap.snapshot.prefix(prefix).next_back() else {
         return Ok(0);
     };
     let key = guard.key()?;
@@ -240,7 +240,7 @@ pub(crate) fn sync_plan(
 
 /// `Ok(None)` for an unknown chat.
 pub(crate) fn read_log(
-    snap: &Snap<'_>,
+    snap: &Snap,
     chat: ChatId,
     after: Seq,
     until: Seq,
@@ -263,7 +263,7 @@ pub(crate) fn read_log(
         return Ok(Some(page));
     }
     let range = l::entry(chat, from)..=l::entry(chat, until);
-    for guard in snap.snapshot.range(snap.ks, range) {
+    for guard in snap.snapshot.range(range) {
         if page.entries.len() == limit {
             page.more = true;
             break;
@@ -277,7 +277,7 @@ pub(crate) fn read_log(
 
 /// `Ok(None)` for an unknown chat.
 pub(crate) fn history(
-    snap: &Snap<'_>,
+    snap: &Snap,
     chat: ChatId,
     before: Seq,
     limit: usize,
@@ -292,7 +292,7 @@ pub(crate) fn history(
         return Ok(Some(page));
     }
     let range = l::entry(chat, floor)..l::entry(chat, end);
-    for guard in snap.snapshot.range(snap.ks, range).rev() {
+    for guard in snap.snapshot.range(range).rev() {
         let (key, value) = guard.into_inner()?;
         let entry = decode_entry(&value)?;
         if !matches!(entry, Entry::Message(_)) {
@@ -351,14 +351,14 @@ pub(crate) fn cursors(
 
 /// Every chat's head, for the writer's gate at open: its head row, or for a chat last written
 /// before head rows existed, its meta row's.
-pub(crate) fn heads(ks: &Keyspace) -> Result<foldhash::HashMap<ChatId, Seq>, IndexError> {
+pub(crate) fn heads(index: &Index) -> Result<foldhash::HashMap<ChatId, Seq>, IndexError> {
     let mut heads = foldhash::HashMap::default();
-    for guard in ks.prefix([l::CHAT]) {
+    for guard in index.prefix([l::CHAT]) {
         let (key, value) = guard.into_inner()?;
         let chat = KeyParts::new(&key, 0)?.chat()?;
         heads.insert(chat, l::ChatMeta::decode(&value)?.head);
     }
-    for guard in ks.prefix([l::HEAD]) {
+    for guard in index.prefix([l::HEAD]) {
         let (key, value) = guard.into_inner()?;
         let chat = KeyParts::new(&key, 0)?.chat()?;
         heads.insert(chat, l::read_vars::<1>(&value)?[0]);

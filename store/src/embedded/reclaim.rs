@@ -1,6 +1,6 @@
 //! Frees the index's memtables on a thread of ours, outside the index's locks.
 //!
-//! Why: fjall's tree (lsm-tree 3.1) drops its last reference to a flushed memtable when it
+//! Why: the index's tree (lsm-tree 3.1) drops its last reference to a flushed memtable when it
 //! garbage-collects old versions, and it does so while holding the tree's version lock, which
 //! every index read (`get`, snapshot, range) takes. Freeing a full 64 MiB memtable (hundreds of
 //! thousands of skiplist nodes) takes 150–250 ms of CPU here, so every flushed memtable stalled
@@ -22,8 +22,9 @@
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use fjall::{AbstractTree, Keyspace};
 use lsm_tree::Memtable;
+
+use super::engine::Index;
 
 /// The freeing thread's nice value: the lowest priority, whatever `background_nice` is.
 pub(crate) const NICE: i32 = 19;
@@ -48,9 +49,9 @@ impl Reclaimer {
         }
     }
 
-    /// Keeps a reference to `ks`'s active memtable unless we already have one.
-    pub(crate) fn observe(&mut self, ks: &Keyspace) {
-        let active = ks.tree.active_memtable();
+    /// Keeps a reference to `index`'s active memtable unless we already have one.
+    pub(crate) fn observe(&mut self, index: &Index) {
+        let active = index.active_memtable();
         if !self.held.iter().any(|held| Arc::ptr_eq(held, &active)) {
             self.held.push(active);
         }
@@ -93,16 +94,20 @@ pub(crate) fn free_until_closed(rx: &crossbeam_channel::Receiver<Arc<Memtable>>)
 mod tests {
     use super::*;
 
-    fn fill(ks: &Keyspace, round: u32) {
+    fn fill(index: &Index, round: u32) {
+        let mut batch = crate::embedded::engine::Batch::default();
         for i in 0..1_000u32 {
-            ks.insert([round.to_be_bytes(), i.to_be_bytes()].concat(), [7u8; 64])
-                .expect("insert");
+            batch.insert(
+                [round.to_be_bytes(), i.to_be_bytes()].concat(),
+                [7u8; 64].to_vec(),
+            );
         }
+        index.commit(batch).expect("commit");
     }
 
     #[test]
     fn a_flushed_memtable_is_freed_by_us_and_a_live_one_is_kept() {
-        let (_dir, _db, ks) = crate::embedded::index::temp();
+        let (_dir, ks) = crate::embedded::index::temp();
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut reclaimer = Reclaimer::new(tx);
 
@@ -119,7 +124,7 @@ mod tests {
         // collected; then only our reference is left.
         let mut freed = Vec::new();
         for round in 1..=4 {
-            ks.rotate_memtable_and_wait().expect("flush");
+            ks.flush_and_wait(u64::from(round)).expect("flush");
             fill(&ks, round);
             reclaimer.observe(&ks);
             reclaimer.release();
@@ -140,7 +145,7 @@ mod tests {
             );
         }
         assert!(reclaimer.held() >= 1, "the active memtable stays held");
-        let active = ks.tree.active_memtable();
+        let active = ks.active_memtable();
         assert!(reclaimer.held.iter().any(|held| Arc::ptr_eq(held, &active)));
         assert!(!freed.iter().any(|m| Arc::ptr_eq(m, &active)));
     }

@@ -12,7 +12,7 @@
 //! changes so a large sweep does not hold its changes in memory.
 
 use crate::model::expired;
-use fjall::Slice;
+use lsm_tree::{Guard, Slice};
 use wire::ids::{ChatId, UserId};
 
 use super::apply::default_delivered;
@@ -28,7 +28,7 @@ const COMMIT_EVERY: usize = 4096;
 pub(crate) fn sweep(txn: &mut Txn<'_>, retention: &Retention, now: Millis) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     prune_devices(txn, retention, now, &mut report)?;
-    let ks = txn.keyspace();
+    let ks = txn.index();
     for guard in ks.prefix([l::CHAT]) {
         let (key, value) = guard.into_inner()?;
         let chat = KeyParts::new(&key, 0)?.chat()?;
@@ -52,7 +52,7 @@ fn prune_devices(
     now: Millis,
     report: &mut SweepReport,
 ) -> Result<()> {
-    let ks = txn.keyspace();
+    let ks = txn.index();
     for guard in ks.prefix([l::DEVICE]) {
         let (key, value) = guard.into_inner()?;
         let [_, seen] = l::read_vars(&value)?;
@@ -124,7 +124,7 @@ fn sweep_chat(
     } else {
         retention.offline_ttl_ms
     };
-    let ks = txn.keyspace();
+    let ks = txn.index();
     let mut deletes: Vec<Slice> = Vec::new();
     for guard in ks.range(l::entry(chat, old)..l::entry(chat, end)) {
         let (key, value) = guard.into_inner()?;
@@ -177,7 +177,7 @@ fn expire_sent(
 ) -> Result<()> {
     // Expired means `now - ts > ttl`, i.e. `ts < now - ttl`.
     let cutoff = now.saturating_sub(retention.offline_ttl_ms);
-    let ks = txn.keyspace();
+    let ks = txn.index();
     let end = Key::new(l::SENT_BY_TIME).with(&cutoff.to_be_bytes());
     let mut items = Vec::new();
     for guard in ks.range(Key::new(l::SENT_BY_TIME)..end) {
@@ -260,8 +260,8 @@ mod tests {
     /// rows of the current shape, and counts each message once.
     #[test]
     fn legacy_per_message_expiry_rows_still_expire() {
-        let (_dir, db, ks) = index::temp();
-        let mut txn = Txn::new(&db, &ks);
+        let (_dir, ks) = index::temp();
+        let mut txn = Txn::new(&ks);
         let legacy = Key::new(l::SENT_BY_TIME)
             .with(&1_000u64.to_be_bytes())
             .with(user(1).as_bytes())
@@ -288,8 +288,8 @@ mod tests {
     /// LSN), past the cutoff, and their idempotency answers stay.
     #[test]
     fn a_partly_expired_row_is_written_back_under_its_oldest_remaining_time() {
-        let (_dir, db, ks) = index::temp();
-        let mut txn = Txn::new(&db, &ks);
+        let (_dir, ks) = index::temp();
+        let mut txn = Txn::new(&ks);
         let all = [item(1, 1_000), item(2, 1_300), item(3, 1_200)];
         let (key, value) = l::expiring_row(&all, 7).expect("a row");
         txn.put(key, value);
