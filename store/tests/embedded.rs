@@ -13,56 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures_lite::future::block_on;
 use store::embedded::{EmbeddedOptions, EmbeddedStore, OpenError};
 use store::log::{LogOptions, SyncPolicy};
-use store::model::{BodyKind, Entry, Message, Mutation, Retention, WriteBatch};
+use store::model::{Entry, Mutation, Retention, WriteBatch};
 use store::{Store, StoreError};
-use wire::ids::{ChatId, DeviceId, MessageId, UserId};
+use wire::ids::ChatId;
 
-fn user(n: u64) -> UserId {
-    UserId::new(n).expect("valid user")
-}
+mod common;
 
-fn device() -> DeviceId {
-    DeviceId::new(1).expect("valid device")
-}
-
-fn chat() -> ChatId {
-    ChatId::direct(user(1), user(2))
-}
-
-fn message(seq: u64) -> WriteBatch {
-    WriteBatch {
-        mutations: vec![Mutation::Append {
-            chat: chat(),
-            seq,
-            entry: Entry::Message(Message {
-                server_msg_id: MessageId::new(u128::from(seq)).expect("nonzero"),
-                sender: user(1),
-                sender_device: device(),
-                client_msg_id: seq,
-                ts_ms: 1_000 + seq,
-                kind: BodyKind::Text,
-                body: vec![u8::try_from(seq % 251).expect("small"); 100],
-                attachments: Vec::new(),
-            }),
-        }],
-    }
-}
-
-/// `n` messages to `chat()` after `seq`, which ends at the last.
-fn messages(seq: &mut u64, n: u64) -> WriteBatch {
-    let mut batch = WriteBatch::default();
-    for _ in 0..n {
-        *seq += 1;
-        batch.mutations.extend(message(*seq).mutations);
-    }
-    batch
-}
-
-fn head(store: &EmbeddedStore) -> u64 {
-    block_on(store.chat(chat()))
-        .expect("read")
-        .map_or(0, |c| c.head)
-}
+use common::chat::{chat, device, head, message, messages, user};
 
 /// Fails every sync from the `fail_from`-th on (counting from 1).
 struct FailFrom {

@@ -30,6 +30,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeBounds;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -177,10 +178,15 @@ impl Index {
                 .name(name.to_owned())
                 .spawn(move || {
                     super::set_nice(nice);
-                    if let Err(error) = run(&inner) {
-                        tracing::error!(%error, "store: the index's background work failed");
-                        inner.fail(error.to_string());
-                    }
+                    // A panic fails the index too: a writer waiting for this thread must not
+                    // wait forever.
+                    let failure = match std::panic::catch_unwind(AssertUnwindSafe(|| run(&inner))) {
+                        Ok(Ok(())) => return,
+                        Ok(Err(error)) => error.to_string(),
+                        Err(_) => "an index thread panicked".to_owned(),
+                    };
+                    tracing::error!(%failure, "store: the index's background work failed");
+                    inner.fail(failure);
                 })
         };
         let started = (|| {

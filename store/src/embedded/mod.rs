@@ -176,6 +176,9 @@ pub enum OpenError {
         /// What it says.
         found: String,
     },
+    /// Another open store (in this process or another) holds the directory.
+    #[error("{} is in use by another open store", .0.display())]
+    Locked(PathBuf),
     /// The directory is not empty but has no `FORMAT` file: not a store this build made.
     #[error("{} is not empty and has no FORMAT file; refusing to use it as a store", .0.display())]
     Foreign(PathBuf),
@@ -225,6 +228,8 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
+    /// The exclusive lock on `<dir>/LOCK` (see [`lock_dir`]).
+    _lock: fs::File,
     index: Index,
     checkpoint_on_close: bool,
     log: Option<Log>,
@@ -271,19 +276,14 @@ impl EmbeddedStore {
     pub fn open(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, OpenError> {
         options.validate()?;
         let dir = dir.as_ref();
+        let lock = lock_dir(dir)?;
         if let Some(from) = check_format(dir)? {
-            let rows = upgrade::from_fjall(&index_dir(dir, &options), &index_options(&options))?;
-            write_format(dir)?;
-            tracing::info!(
-                dir = %dir.display(),
-                from,
-                to = FORMAT_VERSION,
-                rows,
-                "store: upgraded the data directory's format in place"
-            );
+            upgrade_from(dir, from, &options)?;
         }
         let apply_nice = options.apply_nice;
         let index = open_index(dir, &options)?;
+        // Until the store owns it, an error return closes the index (its threads hold it).
+        let mut guard = CloseOnError(Some(index.clone()));
         let apply_from = match index.get(layout::APPLY_FROM).map_err(IndexError::from)? {
             Some(bytes) => layout::read_vars::<1>(&bytes).map_err(IndexError::from)?[0],
             None => 0,
@@ -365,7 +365,9 @@ impl EmbeddedStore {
                 read::serve(&reader, &rx);
             })?);
         }
+        guard.0 = None;
         let inner = Inner {
+            _lock: lock,
             index,
             checkpoint_on_close: options.checkpoint_on_close,
             log: Some(log),
@@ -427,6 +429,50 @@ pub fn log_record(batch: &WriteBatch) -> Vec<u8> {
     let mut out = Vec::new();
     codec::encode_batch(batch, &mut out);
     out
+}
+
+/// Upgrades a directory of format `from` (one of [`UPGRADES_FORMATS`]) in place: the index
+/// first, then `FORMAT`.
+fn upgrade_from(dir: &Path, from: u32, options: &EmbeddedOptions) -> Result<(), OpenError> {
+    let rows = upgrade::from_fjall(&index_dir(dir, options), &index_options(options))?;
+    write_format(dir)?;
+    tracing::info!(
+        dir = %dir.display(),
+        from,
+        to = FORMAT_VERSION,
+        rows,
+        "store: upgraded the data directory's format in place"
+    );
+    Ok(())
+}
+
+/// An exclusive lock on `<dir>/LOCK` (created if missing), held while the store is open: a
+/// second store on the same directory, in this process or another, is refused. Nothing else
+/// keeps two from writing the same log and tree.
+fn lock_dir(dir: &Path) -> Result<fs::File, OpenError> {
+    fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
+    let path = dir.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_error("opening", &path))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| OpenError::Locked(dir.to_owned()))?;
+    Ok(file)
+}
+
+/// Closes the index when dropped: `open` holds one until the store owns the index, so a
+/// failed open leaves no index threads behind.
+struct CloseOnError(Option<Index>);
+
+impl Drop for CloseOnError {
+    fn drop(&mut self) {
+        if let Some(index) = &self.0 {
+            index.close();
+        }
+    }
 }
 
 /// The index's directory: `index_dir`, or `<dir>/index`.
@@ -510,9 +556,12 @@ fn check_format(dir: &Path) -> Result<Option<u32>, OpenError> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // `FORMAT.tmp` alone is a first open that died before its rename: still empty.
+            // `FORMAT.tmp` alone is a first open that died before its rename: still empty (and
+            // `LOCK` is this open's).
             let mut entries = fs::read_dir(dir).map_err(io_error("listing", dir))?;
-            let empty = entries.all(|entry| entry.is_ok_and(|e| e.file_name() == "FORMAT.tmp"));
+            let empty = entries.all(|entry| {
+                entry.is_ok_and(|e| e.file_name() == "FORMAT.tmp" || e.file_name() == "LOCK")
+            });
             if !empty {
                 return Err(OpenError::Foreign(dir.to_owned()));
             }
@@ -595,7 +644,8 @@ impl Drop for Inner {
         if let Some(log) = self.log.take() {
             log.close();
         }
-        // Then the applier sees every sender gone, applies the rest and checkpoints.
+        // Then the applier sees every sender gone and applies the rest (what it applied since
+        // the last flush is replayed at the next open unless the checkpoint above ran).
         self.applier_tx = None;
         // Readers stop when the last sender (ours) is gone.
         self.readers.close();

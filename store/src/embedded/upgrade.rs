@@ -2,15 +2,16 @@
 //! this build's (format 3: the tree of [`super::engine`] in `<index>/lsm`), in place, at open.
 //!
 //! Owns the order that makes an interrupted upgrade safe to start again: every row is copied
-//! into a new tree in `<index>.upgrade`, which is written out and synced; that directory is
-//! renamed to `<index>/lsm`; fjall's files are removed; and only then does the caller rewrite
-//! `FORMAT`. A `FORMAT` that still names an old format with `<index>/lsm` present means the
-//! copy finished: only the removal is left. A leftover `<index>.upgrade` is an unfinished copy
-//! and is started over. The log is not touched: the copied `apply_from` row says where its
+//! into a new tree in `<index>/lsm.upgrade` (inside the index directory, which may be a mount
+//! point of its own, so the rename stays on one filesystem), which is written out and synced;
+//! that directory is renamed to `<index>/lsm`; fjall's files are removed; and only then does
+//! the caller rewrite `FORMAT`. A `FORMAT` that still names an old format with `<index>/lsm`
+//! present means the copy finished: only the removal is left. A leftover
+//! `<index>/lsm.upgrade` is an unfinished copy and is started over. The log is not touched: the copied `apply_from` row says where its
 //! replay starts, as before.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::engine::{Batch, Index, IndexOptions};
 use super::{OpenError, io_error};
@@ -30,7 +31,7 @@ pub(super) fn from_fjall(index: &Path, options: &IndexOptions) -> Result<u64, Op
     let lsm = index.join("lsm");
     let mut copied = 0;
     if !lsm.exists() {
-        let tmp = PathBuf::from(format!("{}.upgrade", index.display()));
+        let tmp = index.join("lsm.upgrade");
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(io_error("removing", &tmp))?;
         }
@@ -172,7 +173,7 @@ mod tests {
         let rows = format_2_directory(dir.path());
         assert!(rows.len() > 300, "{} rows", rows.len());
         // An earlier upgrade that died mid-copy left this behind.
-        let leftover = dir.path().join("index.upgrade");
+        let leftover = dir.path().join("index").join("lsm.upgrade");
         fs::create_dir_all(leftover.join("tables")).expect("an unfinished copy");
 
         let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("upgrade");

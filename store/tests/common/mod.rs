@@ -1,5 +1,7 @@
-//! Helpers shared by the log's integration tests.
+//! Helpers shared by the store's integration tests.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod chat;
 
 use std::path::Path;
 
