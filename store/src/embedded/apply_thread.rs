@@ -14,8 +14,9 @@
 //! [`super::reclaim`]).
 //!
 //! Invariants: a log segment is deleted only after the index rows of all its records were
-//! written to tables and synced (the engine reports a memtable's covered LSN only then); an apply failure stops applying, is logged loudly, and from then on
-//! reads fail and writes are refused (the store must be reopened, which replays the log).
+//! written to tables and synced (the engine reports a memtable's covered LSN only then); an
+//! apply failure stops applying, is logged loudly, and from then on reads fail and writes are
+//! refused (the store must be reopened, which replays the log).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex};
@@ -353,11 +354,12 @@ impl Applier {
         sent.sort_unstable();
         self.shared.set_applied(self.next, sent);
         sent.clear();
+        // Observed before a rotation, so even a memtable one batch filled is ours to free.
+        self.reclaimer.observe(&self.index);
         if self.index.is_full() {
             self.checkpoint();
             *since_checkpoint = 0;
         }
-        self.reclaimer.observe(&self.index);
         self.reclaimer.release();
         if let Some(ToApplier::Checkpoint { reply }) = deferred {
             self.checkpoint_and_wait();
