@@ -287,19 +287,12 @@ fn watch_signals(process: Arc<Process>) -> anyhow::Result<()> {
 /// An exclusive lock on `<data_dir>/LOCK` for the life of the process.
 fn lock_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
     let path = config.data_dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-        |_| {
+    store::embedded::lock_file(&path)
+        .with_context(|| format!("locking {}", path.display()))?
+        .ok_or_else(|| {
             anyhow::anyhow!(
                 "data_dir {} is in use by another switchboard",
                 config.data_dir.display()
             )
-        },
-    )?;
-    Ok(file)
+        })
 }

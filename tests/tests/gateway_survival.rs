@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
-use switchboard_tests::gateway::{Gateway, IO_TIMEOUT};
+use switchboard_tests::gateway::{Gateway, IO_TIMEOUT, StartFailure};
 use switchboard_tests::ws::{self, Closed, Handshake, WsClient};
 use wire::ws::close;
 
@@ -275,21 +275,46 @@ fn over_connections_max_an_upgrade_is_503() {
     }
 }
 
-#[test]
-fn a_second_gateway_on_a_taken_address_exits_non_zero_naming_it() {
-    let first = Gateway::start();
-    let second = Gateway::builder().listen(first.ws).try_start();
+/// The failure of a second gateway that must not start (`what`: where it was started), after
+/// checking that it exited with a non-zero status.
+fn exited_non_zero(second: Result<Gateway, StartFailure>, what: &str) -> StartFailure {
     let failure = match second {
-        Ok(g) => panic!(
-            "a second gateway started on {} (ready ws={})",
-            first.ws, g.ws
-        ),
+        Ok(g) => panic!("a second gateway started {what} (ready ws={})", g.ws),
         Err(f) => f,
     };
     let status = failure
         .status
         .unwrap_or_else(|| panic!("it did not exit: {failure}"));
     assert!(!status.success(), "{failure}");
+    failure
+}
+
+/// Two gateways on one data directory would write the same store: the second exits at start,
+/// naming the directory in use (`<data_dir>/LOCK`), and the first keeps serving.
+#[test]
+fn a_second_gateway_on_a_data_dir_in_use_exits_non_zero_naming_it() {
+    let data = tempfile::tempdir().expect("data dir");
+    let first = Gateway::builder().data_dir(data.path()).start();
+    let failure = exited_non_zero(
+        Gateway::builder().data_dir(data.path()).try_start(),
+        "on the same data dir",
+    );
+    assert!(
+        failure.stderr.contains("is in use by another switchboard"),
+        "stderr: {}",
+        failure.stderr
+    );
+    let mut client = first.connect(1, 1);
+    client.assert_served(1, IO_TIMEOUT);
+}
+
+#[test]
+fn a_second_gateway_on_a_taken_address_exits_non_zero_naming_it() {
+    let first = Gateway::start();
+    let failure = exited_non_zero(
+        Gateway::builder().listen(first.ws).try_start(),
+        &format!("on {}", first.ws),
+    );
     assert!(
         failure.elapsed < Duration::from_secs(10),
         "it took {:?} to give up",

@@ -285,7 +285,7 @@ pub(crate) mod tests {
     /// that row; the first append after the upgrade writes a head row, which wins from then on.
     #[test]
     fn a_chat_written_before_head_rows_keeps_its_head_until_an_append_writes_one() {
-        let (_dir, ks) = index::temp();
+        let (_dir, tree) = index::temp();
         let chat = ChatId::direct(user(1), user(2));
         let format_1_row = ChatMeta {
             name: "old".to_owned(),
@@ -293,13 +293,13 @@ pub(crate) mod tests {
             created_ms: 9,
             head: 5,
         };
-        let mut txn = Txn::new(&ks);
+        let mut txn = Txn::new(&tree);
         txn.put(l::chat(chat), format_1_row.encode());
         txn.commit().expect("commit");
 
         assert_eq!(index::head(&txn, chat).expect("head"), Some(5));
-        let heads = |ks| super::super::read::heads(ks).expect("heads");
-        assert_eq!(heads(&ks).get(&chat), Some(&5));
+        let heads = |tree| super::super::read::heads(tree).expect("heads");
+        assert_eq!(heads(&tree).get(&chat), Some(&5));
 
         let mut scratch = Scratch::default();
         let batch = WriteBatch {
@@ -324,7 +324,7 @@ pub(crate) mod tests {
             (meta.name.as_str(), meta.history, meta.head),
             ("old", true, 7)
         );
-        assert_eq!(heads(&ks).get(&chat), Some(&7));
+        assert_eq!(heads(&tree).get(&chat), Some(&7));
         // The cursor in the same batch saw the new head (clamped to 7, not to 5).
         let cursor = index::cursor(&txn, chat, user(2), DeviceId::new(3).expect("valid"));
         assert_eq!(cursor.expect("cursor"), Some((7, 0)));

@@ -82,6 +82,20 @@ pub(crate) struct IndexOptions {
     pub(crate) nice: i32,
 }
 
+#[cfg(test)]
+impl IndexOptions {
+    /// Small caches and one compaction thread, for tests.
+    pub(crate) fn for_tests(memtable_bytes: u64) -> Self {
+        Self {
+            cache_bytes: 8 << 20,
+            memtable_bytes,
+            table_bytes: 16 << 20,
+            compaction_threads: 1,
+            nice: 0,
+        }
+    }
+}
+
 /// The index: cheap to clone; [`Index::close`] stops its threads.
 #[derive(Clone)]
 pub(crate) struct Index(Arc<Inner>);
@@ -296,11 +310,7 @@ impl Index {
             if state.closing {
                 return Err(EngineError::Background("the index is closing".into()));
             }
-            state = self
-                .0
-                .changed
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state = self.0.wait(state);
         }
     }
 
@@ -328,11 +338,7 @@ impl Index {
                 return Ok(());
             }
             if state.sealed.len() >= SEALED_MAX {
-                state = self
-                    .0
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+                state = self.0.wait(state);
                 continue;
             }
             if self.0.tree.l0_run_count() >= L0_STOP {
@@ -352,6 +358,13 @@ impl Index {
 }
 
 impl Inner {
+    /// Waits for a change of `state` (a poisoned lock is taken over: the state stays valid).
+    fn wait<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.changed
+            .wait(state)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn published(&self) -> SeqNo {
         self.published.load(Ordering::Acquire)
     }
@@ -384,10 +397,7 @@ fn flush_until_closed(inner: &Inner) -> Result<()> {
         let (count, covered) = {
             let mut state = lock(&inner.state);
             while state.sealed.is_empty() && !state.closing {
-                state = inner
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+                state = inner.wait(state);
             }
             match state.sealed.back() {
                 Some(&covered) if !state.closing => (state.sealed.len(), covered),
@@ -417,10 +427,7 @@ fn compact_until_closed(inner: &Inner) -> Result<()> {
         {
             let mut state = lock(&inner.state);
             while state.compaction_requests == served && !state.closing {
-                state = inner
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+                state = inner.wait(state);
             }
             if state.closing {
                 return Ok(());
@@ -500,13 +507,14 @@ mod tests {
     use super::*;
 
     fn options() -> IndexOptions {
-        IndexOptions {
-            cache_bytes: 1 << 20,
-            memtable_bytes: 1 << 20,
-            table_bytes: 1 << 20,
-            compaction_threads: 1,
-            nice: 0,
-        }
+        IndexOptions::for_tests(1 << 20)
+    }
+
+    /// A new index with 1 MiB memtables in a temp dir.
+    fn open() -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = Index::open(dir.path(), &options()).expect("open");
+        (dir, index)
     }
 
     fn put(index: &Index, key: &str, value: &str) {
@@ -524,8 +532,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_sees_what_was_committed_before_it_even_after_flushes_and_compactions() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let index = Index::open(dir.path(), &options()).expect("open");
+        let (_dir, index) = open();
         put(&index, "k", "old");
         let before = index.snapshot();
         for round in 0..6 {
@@ -545,8 +552,7 @@ mod tests {
 
     #[test]
     fn a_batch_becomes_visible_whole() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let index = Index::open(dir.path(), &options()).expect("open");
+        let (_dir, index) = open();
         let empty = index.snapshot();
         let mut batch = Batch::default();
         batch.insert(&b"a"[..], &b"1"[..]);
@@ -571,8 +577,7 @@ mod tests {
     /// batches, while a batch is being inserted: a reader must still never see half of one.
     #[test]
     fn readers_never_see_half_a_batch_while_flushes_and_compactions_run() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let index = Index::open(dir.path(), &options()).expect("open");
+        let (_dir, index) = open();
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let readers: Vec<_> = (0..2)
             .map(|_| {
@@ -652,8 +657,7 @@ mod tests {
 
     #[test]
     fn full_memtables_are_flushed_in_the_background_and_compacted() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let index = Index::open(dir.path(), &options()).expect("open");
+        let (_dir, index) = open();
         let value = [7u8; 200];
         let mut rotations = 0;
         for i in 0u64..40_000 {

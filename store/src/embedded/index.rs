@@ -1,11 +1,11 @@
-//! Access to the index ([`super::engine`]): a read view ([`Snap`], a consistent snapshot for reader
-//! threads) and a write transaction ([`Txn`], the applier's overlay over one atomic batch),
-//! behind one [`View`] trait so the queries in this module serve both.
+//! Access to the index ([`super::engine`]): a read view ([`Snap`], a consistent snapshot
+//! for reader threads) and a write transaction ([`Txn`], the applier's overlay over one
+//! atomic batch), behind one [`View`] trait so the queries in this module serve both.
 //!
 //! Owns read-modify-write consistency for the applier: a [`Txn`] sees its own uncommitted
 //! puts and deletes (point reads and prefix scans merge the overlay), and commits them as one
-//! atomic index batch, so a crash leaves the index at a batch boundary (with `apply_from` in the same
-//! batch saying which).
+//! atomic index batch, so a crash leaves the index at a batch boundary (with `apply_from` in
+//! the same batch saying which).
 
 use std::collections::BTreeMap;
 
@@ -307,13 +307,7 @@ pub(crate) fn temp() -> (tempfile::TempDir, Index) {
     let dir = tempfile::tempdir().expect("tempdir");
     let index = Index::open(
         dir.path(),
-        &super::engine::IndexOptions {
-            cache_bytes: 8 << 20,
-            memtable_bytes: 64 << 20,
-            table_bytes: 16 << 20,
-            compaction_threads: 1,
-            nice: 0,
-        },
+        &super::engine::IndexOptions::for_tests(64 << 20),
     )
     .expect("index");
     (dir, index)

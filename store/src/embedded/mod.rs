@@ -452,15 +452,28 @@ fn upgrade_from(dir: &Path, from: u32, options: &EmbeddedOptions) -> Result<(), 
 fn lock_dir(dir: &Path) -> Result<fs::File, OpenError> {
     fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
     let path = dir.join("LOCK");
+    lock_file(&path)
+        .map_err(io_error("locking", &path))?
+        .ok_or_else(|| OpenError::Locked(dir.to_owned()))
+}
+
+/// Opens (creating if missing) `path` and takes an exclusive `flock` on it, without waiting:
+/// `Ok(None)` when another open file (in this process or another) holds it. The lock lasts as
+/// long as the returned file is open. The gateway locks its data directory with it too.
+///
+/// # Errors
+/// `path` cannot be opened or locked for another reason than being held.
+pub fn lock_file(path: &Path) -> std::io::Result<Option<fs::File>> {
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .map_err(io_error("opening", &path))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .map_err(|_| OpenError::Locked(dir.to_owned()))?;
-    Ok(file)
+        .open(path)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(errno) => Err(errno.into()),
+    }
 }
 
 /// Closes the index when dropped: `open` holds one until the store owns the index, so a
@@ -537,9 +550,8 @@ fn io_error(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -
 
 /// Creates `FORMAT` in a new (or empty) directory; for a format of [`UPGRADES_FORMATS`], the
 /// version to upgrade from (the caller upgrades, then writes `FORMAT`); refuses another
-/// version or a foreign directory.
+/// version or a foreign directory. `dir` exists ([`lock_dir`] made it).
 fn check_format(dir: &Path) -> Result<Option<u32>, OpenError> {
-    fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
     let path = dir.join("FORMAT");
     match fs::read_to_string(&path) {
         Ok(found) => {

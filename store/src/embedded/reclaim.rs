@@ -107,13 +107,13 @@ mod tests {
 
     #[test]
     fn a_flushed_memtable_is_freed_by_us_and_a_live_one_is_kept() {
-        let (_dir, ks) = crate::embedded::index::temp();
+        let (_dir, tree) = crate::embedded::index::temp();
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut reclaimer = Reclaimer::new(tx);
 
-        fill(&ks, 0);
-        reclaimer.observe(&ks);
-        reclaimer.observe(&ks);
+        fill(&tree, 0);
+        reclaimer.observe(&tree);
+        reclaimer.observe(&tree);
         assert_eq!(reclaimer.held(), 1, "the same memtable is held once");
         let first = Arc::downgrade(&reclaimer.held[0]);
         reclaimer.release();
@@ -124,9 +124,9 @@ mod tests {
         // collected; then only our reference is left.
         let mut freed = Vec::new();
         for round in 1..=4 {
-            ks.flush_and_wait(u64::from(round)).expect("flush");
-            fill(&ks, round);
-            reclaimer.observe(&ks);
+            tree.flush_and_wait(u64::from(round)).expect("flush");
+            fill(&tree, round);
+            reclaimer.observe(&tree);
             reclaimer.release();
             freed.extend(rx.try_iter());
         }
@@ -145,7 +145,7 @@ mod tests {
             );
         }
         assert!(reclaimer.held() >= 1, "the active memtable stays held");
-        let active = ks.active_memtable();
+        let active = tree.active_memtable();
         assert!(reclaimer.held.iter().any(|held| Arc::ptr_eq(held, &active)));
         assert!(!freed.iter().any(|m| Arc::ptr_eq(m, &active)));
     }

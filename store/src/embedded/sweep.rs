@@ -28,8 +28,8 @@ const COMMIT_EVERY: usize = 4096;
 pub(crate) fn sweep(txn: &mut Txn<'_>, retention: &Retention, now: Millis) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     prune_devices(txn, retention, now, &mut report)?;
-    let ks = txn.index();
-    for guard in ks.prefix([l::CHAT]) {
+    let tree = txn.index();
+    for guard in tree.prefix([l::CHAT]) {
         let (key, value) = guard.into_inner()?;
         let chat = KeyParts::new(&key, 0)?.chat()?;
         let mut meta = ChatMeta::decode(&value)?;
@@ -52,8 +52,8 @@ fn prune_devices(
     now: Millis,
     report: &mut SweepReport,
 ) -> Result<()> {
-    let ks = txn.index();
-    for guard in ks.prefix([l::DEVICE]) {
+    let tree = txn.index();
+    for guard in tree.prefix([l::DEVICE]) {
         let (key, value) = guard.into_inner()?;
         let [_, seen] = l::read_vars(&value)?;
         if !expired(now, seen, retention.device_prune_ms) {
@@ -124,9 +124,9 @@ fn sweep_chat(
     } else {
         retention.offline_ttl_ms
     };
-    let ks = txn.index();
+    let tree = txn.index();
     let mut deletes: Vec<Slice> = Vec::new();
-    for guard in ks.range(l::entry(chat, old)..l::entry(chat, end)) {
+    for guard in tree.range(l::entry(chat, old)..l::entry(chat, end)) {
         let (key, value) = guard.into_inner()?;
         let seq = KeyParts::new(&key, ChatId::SIZE)?.u64()?;
         if seq < floor || expired(now, decode_entry(&value)?.ts_ms(), ttl) {
@@ -177,10 +177,10 @@ fn expire_sent(
 ) -> Result<()> {
     // Expired means `now - ts > ttl`, i.e. `ts < now - ttl`.
     let cutoff = now.saturating_sub(retention.offline_ttl_ms);
-    let ks = txn.index();
+    let tree = txn.index();
     let end = Key::new(l::SENT_BY_TIME).with(&cutoff.to_be_bytes());
     let mut items = Vec::new();
-    for guard in ks.range(Key::new(l::SENT_BY_TIME)..end) {
+    for guard in tree.range(Key::new(l::SENT_BY_TIME)..end) {
         let (key, value) = guard.into_inner()?;
         txn.delete(&key);
         let mut parts = KeyParts::new(&key, 0)?;
@@ -260,8 +260,8 @@ mod tests {
     /// rows of the current shape, and counts each message once.
     #[test]
     fn legacy_per_message_expiry_rows_still_expire() {
-        let (_dir, ks) = index::temp();
-        let mut txn = Txn::new(&ks);
+        let (_dir, tree) = index::temp();
+        let mut txn = Txn::new(&tree);
         let legacy = Key::new(l::SENT_BY_TIME)
             .with(&1_000u64.to_be_bytes())
             .with(user(1).as_bytes())
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(expire_at(&mut txn, 1_101), 2);
         let left: Vec<_> = [l::SENT, l::SENT_BY_TIME]
             .iter()
-            .flat_map(|&prefix| ks.prefix([prefix]))
+            .flat_map(|&prefix| tree.prefix([prefix]))
             .map(|guard| guard.key().expect("key"))
             .collect();
         assert!(left.is_empty(), "rows left: {left:?}");
@@ -288,8 +288,8 @@ mod tests {
     /// LSN), past the cutoff, and their idempotency answers stay.
     #[test]
     fn a_partly_expired_row_is_written_back_under_its_oldest_remaining_time() {
-        let (_dir, ks) = index::temp();
-        let mut txn = Txn::new(&ks);
+        let (_dir, tree) = index::temp();
+        let mut txn = Txn::new(&tree);
         let all = [item(1, 1_000), item(2, 1_300), item(3, 1_200)];
         let (key, value) = l::expiring_row(&all, 7).expect("a row");
         txn.put(key, value);
@@ -297,7 +297,7 @@ mod tests {
         txn.commit().expect("commit");
 
         assert_eq!(expire_at(&mut txn, 1_101), 1);
-        let rows: Vec<_> = ks
+        let rows: Vec<_> = tree
             .prefix([l::SENT_BY_TIME])
             .map(|guard| guard.into_inner().expect("row"))
             .collect();
@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(rows[0].1.as_ref(), value);
         let answered: Vec<u64> = (1..=3)
             .filter(|&id| {
-                ks.get(l::sent(user(1), device(1), id))
+                tree.get(l::sent(user(1), device(1), id))
                     .expect("get")
                     .is_some()
             })

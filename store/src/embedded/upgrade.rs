@@ -125,13 +125,7 @@ mod tests {
     }
 
     fn index_options() -> IndexOptions {
-        IndexOptions {
-            cache_bytes: 8 << 20,
-            memtable_bytes: 64 << 20,
-            table_bytes: 16 << 20,
-            compaction_threads: 1,
-            nice: 0,
-        }
+        IndexOptions::for_tests(64 << 20)
     }
 
     /// Writes 300 messages and closes; then turns the directory into what a format-2 build
