@@ -41,7 +41,11 @@
 //! `WARMUP_SECS` [3] (0.3), `DRAIN_SECS` latency stragglers [5] (2), `PAIRS` [200] (4),
 //! `WINDOW` [32] (4), `GROUPS` [5] (1), `GROUP_SIZE` [100] (10), `GROUP_SENDERS` [4] (2),
 //! `GROUP_WINDOW` [16] (4), `RATE` (messages/s offered in the latency scenario; default 80% of
-//! the direct scenario's deliveries/s, which then runs first even when filtered out).
+//! the direct scenario's deliveries/s, which then runs first even when filtered out),
+//! `GATEWAY_CPUS` (unset: the gateway and the clients share every CPU; a list such as `0`:
+//! the gateway runs with `cores` = that many executors, it and all its threads on those CPUs,
+//! and the client threads on the others, so the gateway's throughput is what those CPUs do
+//! on their own, with no client work competing for them).
 //! The gateway runs with its default config except the send rate limits
 //! (`limits.send_burst`/`send_per_s`, 10/s per device by default, and `user_send_burst`/
 //! `user_send_per_s`), raised so that the rate limit is not what is measured.
@@ -140,7 +144,11 @@ fn run() -> anyhow::Result<()> {
     if !(direct || group || latency) {
         return Ok(());
     }
+    machine_cpus();
     let settings = Settings::from_env(quick)?;
+    if let Some(p) = &settings.placement {
+        run_on(&p.clients)?;
+    }
     let Some(bin) = binary(quick)? else {
         println!(
             "messaging: skipped: no switchboard binary (no $SWITCHBOARD_BIN, no \
@@ -196,6 +204,67 @@ struct Settings {
     group_senders: usize,
     group_window: usize,
     rate: Option<f64>,
+    placement: Option<Placement>,
+}
+
+/// Separate CPUs for the gateway and for the clients (`GATEWAY_CPUS`).
+struct Placement {
+    gateway: Vec<usize>,
+    clients: Vec<usize>,
+}
+
+impl Placement {
+    /// From `SWITCHBOARD_BENCH_MESSAGING_GATEWAY_CPUS` (comma-separated CPU numbers), if set;
+    /// the clients get the rest of the CPUs this process may run on.
+    fn from_env() -> anyhow::Result<Option<Self>> {
+        let key = "SWITCHBOARD_BENCH_MESSAGING_GATEWAY_CPUS";
+        let Ok(text) = std::env::var(key) else {
+            return Ok(None);
+        };
+        let mut gateway = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let cpu: usize = part
+                .parse()
+                .map_err(|_| anyhow!("{key}={text:?}: {part:?} is not a CPU number"))?;
+            gateway.push(cpu);
+        }
+        gateway.sort_unstable();
+        gateway.dedup();
+        let allowed = rustix::thread::sched_getaffinity(None).context("reading CPU affinity")?;
+        let allowed: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&cpu| allowed.is_set(cpu))
+            .collect();
+        ensure!(!gateway.is_empty(), "{key} is empty");
+        ensure!(
+            gateway.iter().all(|cpu| allowed.contains(cpu)),
+            "{key}={text:?}: this process may run on CPUs {allowed:?} only"
+        );
+        let clients: Vec<usize> = allowed
+            .into_iter()
+            .filter(|cpu| !gateway.contains(cpu))
+            .collect();
+        ensure!(
+            !clients.is_empty(),
+            "{key}={text:?} leaves no CPU for the clients"
+        );
+        Ok(Some(Self { gateway, clients }))
+    }
+}
+
+/// Runs the calling thread (and the threads and processes it starts later) on `cpus`.
+fn run_on(cpus: &[usize]) -> anyhow::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu);
+    }
+    rustix::thread::sched_setaffinity(None, &set)
+        .with_context(|| format!("setting CPU affinity to {cpus:?}"))
+}
+
+/// The machine's CPUs, counted before any [`run_on`].
+fn machine_cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| thread::available_parallelism().map_or(1, std::num::NonZero::get))
 }
 
 impl Settings {
@@ -221,6 +290,7 @@ impl Settings {
             group_senders: count("GROUP_SENDERS", 4, 2)?,
             group_window: count("GROUP_WINDOW", 16, 4)?,
             rate: env_number("RATE")?,
+            placement: Placement::from_env()?,
         };
         ensure!(
             s.measure > Duration::ZERO,
@@ -295,13 +365,29 @@ fn binary(quick: bool) -> anyhow::Result<Option<PathBuf>> {
 }
 
 fn print_preamble(bin: &Path, s: &Settings) {
-    let cpus = thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    println!("messaging: {} (one executor per CPU)", bin.display());
-    println!(
-        "  this machine has {cpus} CPUs, shared by the gateway and this bench's client threads: \
-         per-core figures divide by the gateway's own CPU time and are pessimistic (the \
-         clients' TCP and syscall work competes for the same CPUs; their CPU is printed too)."
-    );
+    let cpus = machine_cpus();
+    if let Some(p) = &s.placement {
+        println!(
+            "messaging: {} ({} executor(s); it and all its threads on CPUs {:?})",
+            bin.display(),
+            p.gateway.len(),
+            p.gateway
+        );
+        println!(
+            "  this machine has {cpus} CPUs: the gateway has CPUs {:?} to itself, this bench's \
+             client threads run on CPUs {:?}; per-core figures divide by the gateway's own CPU \
+             time.",
+            p.gateway, p.clients
+        );
+    } else {
+        println!("messaging: {} (one executor per CPU)", bin.display());
+        println!(
+            "  this machine has {cpus} CPUs, shared by the gateway and this bench's client \
+             threads: per-core figures divide by the gateway's own CPU time and are \
+             pessimistic (the clients' TCP and syscall work competes for the same CPUs; their \
+             CPU is printed too)."
+        );
+    }
     println!(
         "  warm-up {:?}, measured {:?} per scenario, {BODY_BYTES}-byte text bodies{}",
         s.warmup,
@@ -324,7 +410,7 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(bin: &Path) -> anyhow::Result<Self> {
+    fn start(bin: &Path, placement: Option<&Placement>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("messaging-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -350,9 +436,18 @@ impl Gateway {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr)?);
-        let mut child = cmd
+        // The child inherits the spawning thread's CPUs: the gateway's while it is spawned.
+        if let Some(p) = placement {
+            cmd.env("SWITCHBOARD_CORES", p.gateway.len().to_string());
+            run_on(&p.gateway)?;
+        }
+        let spawned = cmd
             .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
+            .with_context(|| format!("spawning {}", bin.display()));
+        if let Some(p) = placement {
+            run_on(&p.clients)?;
+        }
+        let mut child = spawned?;
         let ready = ready_line(&mut child);
         let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
         let ws = match ready {
@@ -958,7 +1053,7 @@ fn load(counter: &AtomicU64) -> u64 {
 
 /// Scenario 1: `pairs` senders, each pipelining to its own recipient in their direct chat.
 fn run_direct(bin: &Path, s: &Settings) -> anyhow::Result<Throughput> {
-    let gw = Gateway::start(bin)?;
+    let gw = Gateway::start(bin, s.placement.as_ref())?;
     let flows: Vec<Flow> = (0..s.pairs).map(|_| Flow::new(2)).collect();
     let mut clients = Vec::with_capacity(2 * s.pairs);
     for (pair, flow) in flows.iter().enumerate() {
@@ -985,7 +1080,7 @@ fn run_direct(bin: &Path, s: &Settings) -> anyhow::Result<Throughput> {
 /// Scenario 2: `groups` groups of `group_size` connected members, `group_senders` of them
 /// sending with a window each.
 fn run_group(bin: &Path, s: &Settings) -> anyhow::Result<Throughput> {
-    let gw = Gateway::start(bin)?;
+    let gw = Gateway::start(bin, s.placement.as_ref())?;
     let flows: Vec<Flow> = (0..s.groups).map(|_| Flow::new(s.group_size)).collect();
     let mut clients = Vec::with_capacity(s.groups * s.group_size);
     for (g, flow) in flows.iter().enumerate() {
@@ -1160,7 +1255,7 @@ struct WindowTally {
 
 /// Scenario 3: the direct pairs at a fixed offered `rate_per_s`.
 fn run_latency(bin: &Path, s: &Settings, rate_per_s: f64) -> anyhow::Result<Latency> {
-    let gw = Gateway::start(bin)?;
+    let gw = Gateway::start(bin, s.placement.as_ref())?;
     let (mut senders, mut recipients) = (Vec::new(), Vec::new());
     for pair in 0..s.pairs as u64 {
         let (from, to) = (2 * pair + 1, 2 * pair + 2);
@@ -1660,7 +1755,7 @@ impl CpuUse {
         let machine = cores(b.machine_busy.saturating_sub(a.machine_busy));
         Self {
             wall,
-            cpus: as_f64(thread::available_parallelism().map_or(1, std::num::NonZero::get) as u64),
+            cpus: as_f64(machine_cpus() as u64),
             gateway_cores,
             client_cores,
             other_cores: (machine - gateway_cores - client_cores).max(0.0),

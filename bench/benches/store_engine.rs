@@ -232,7 +232,11 @@ impl Producer {
                 let (chat, seq) = self.next_seq();
                 self.sent += 1;
                 let entry = message(self.sender, self.id_base + self.sent, self.ts_ms);
-                Mutation::Append { chat, seq, entry }
+                Mutation::Append {
+                    chat,
+                    seq,
+                    entry: entry.into(),
+                }
             })
             .collect();
         WriteBatch { mutations }
@@ -714,7 +718,7 @@ fn sync_setup(store: &EmbeddedStore) -> (UserId, DeviceId) {
                 .map(|seq| Mutation::Append {
                     chat,
                     seq,
-                    entry: message(peer, p * SYNC_MESSAGES_PER_CHAT + seq, now_ms()),
+                    entry: message(peer, p * SYNC_MESSAGES_PER_CHAT + seq, now_ms()).into(),
                 })
                 .collect();
             store.write(WriteBatch { mutations })
@@ -809,7 +813,11 @@ fn build(store: &EmbeddedStore, messages: u64) -> Duration {
                 let sender = chat.direct_users().expect("direct").0;
                 let seq = k / BUILD_CHATS + 1;
                 let entry = message(sender, k + 1, ts_ms);
-                Mutation::Append { chat, seq, entry }
+                Mutation::Append {
+                    chat,
+                    seq,
+                    entry: entry.into(),
+                }
             })
             .collect();
         if in_flight.len() == IN_FLIGHT {

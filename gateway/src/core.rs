@@ -99,6 +99,9 @@ pub struct Core {
     pub metrics: CoreMetrics,
     /// A reusable encoder (frames are built one at a time on a core).
     pub encoder: RefCell<wire::Encoder>,
+    /// Where [`Core::encode`] frames a message before it is copied into its shared buffer
+    /// (one allocation per frame, sized exactly, instead of a growing `Vec` and a copy).
+    scratch: RefCell<Vec<u8>>,
     /// State shared by every core.
     pub process: Arc<Process>,
     /// This core's accepted connections still alive (handshaking or upgraded).
@@ -127,6 +130,7 @@ impl Core {
             auth,
             metrics,
             encoder: RefCell::new(wire::Encoder::new(&config.limits)),
+            scratch: RefCell::new(Vec::new()),
             process,
             active: Cell::new(0),
             drain_started: Signal::default(),
@@ -279,15 +283,23 @@ impl Core {
 
     /// Encodes a server frame as a complete WebSocket frame, ready to share on this core.
     pub fn encode(&self, frame: &wire::ServerFrame<'_>) -> Option<Frame> {
-        self.encode_bytes(frame)
-            .map(|out| Frame::Local(Rc::from(out)))
+        self.encode_with(frame, |bytes| Frame::Local(Rc::from(bytes)))
     }
 
-    /// Encodes a server frame as a complete WebSocket frame (e.g. to share across cores).
-    pub fn encode_bytes(&self, frame: &wire::ServerFrame<'_>) -> Option<Vec<u8>> {
-        let mut out = Vec::new();
+    /// Encodes a server frame as a complete WebSocket frame, to share across cores.
+    pub fn encode_shared(&self, frame: &wire::ServerFrame<'_>) -> Option<Arc<[u8]>> {
+        self.encode_with(frame, |bytes| Arc::from(bytes))
+    }
+
+    fn encode_with<T>(
+        &self,
+        frame: &wire::ServerFrame<'_>,
+        share: impl FnOnce(&[u8]) -> T,
+    ) -> Option<T> {
+        let mut out = self.scratch.borrow_mut();
+        out.clear();
         match self.encoder.borrow_mut().encode_ws(frame, &mut out) {
-            Ok(()) => Some(out),
+            Ok(()) => Some(share(&out)),
             Err(e) => {
                 // Our own frames are bounded by the limits; this is a bug, not input.
                 tracing::error!(error = %e, "cannot encode a server frame");

@@ -10,6 +10,29 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long memory mimalloc has freed stays mapped before it goes back to the OS, unless
+/// `MIMALLOC_PURGE_DELAY` says otherwise. mimalloc's default (1 s) is shorter than the store's
+/// memtable cycle under load: a sealed memtable's memory was handed back and then faulted in
+/// (and zeroed, 2 MiB at a time) again by the next one, ~5-8% of the gateway's CPU in the 1:1
+/// `messaging` bench (docs/OPERATIONS.md, "Memory"). 10 s is jemalloc's default decay.
+const PURGE_DELAY_MS: i64 = 10_000;
+
+/// `mi_option_purge_delay` in mimalloc 3's option enum (`libmimalloc-sys` names no constant
+/// for it); the test below checks it against mimalloc's documented default.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Applies [`PURGE_DELAY_MS`]; runs first in `main`, before any thread starts (mimalloc's
+/// option setter is not thread-safe).
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: a plain store into mimalloc's option table, with no other thread running.
+        unsafe {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
+        }
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "switchboard",
@@ -132,6 +155,7 @@ struct TokenArgs {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -164,6 +188,30 @@ fn run(command: Command) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("--device must be nonzero"))?;
             println!("{}", auth::mint(&config, user, device, args.ttl_s)?);
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS};
+
+    /// The option index is the purge delay's: it reads mimalloc's documented default (1 s)
+    /// until set, and what was set afterwards.
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_delay_option_is_the_one_set() {
+        // SAFETY: reads and one store into mimalloc's option table; no test here allocates
+        // concurrently in a way that reads this option's value for correctness.
+        unsafe {
+            if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+                assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), 1_000);
+            }
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
+            assert_eq!(
+                libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
+                PURGE_DELAY_MS
+            );
         }
     }
 }

@@ -272,7 +272,9 @@ impl State {
     fn apply(&mut self, batch: WriteBatch) {
         for mutation in batch.mutations {
             match mutation {
-                Mutation::Append { chat, seq, entry } => self.append(chat, seq, entry),
+                Mutation::Append { chat, seq, entry } => {
+                    self.append(chat, seq, Arc::unwrap_or_clone(entry));
+                }
                 Mutation::Cursor {
                     chat,
                     user,

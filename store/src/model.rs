@@ -14,6 +14,8 @@
 //!   joined (`joined_seq - 1`); a device registered after the user joined starts at the
 //!   chat's head at registration (a new device does not receive old messages).
 
+use std::sync::Arc;
+
 use wire::ids::{AttachmentId, ChatId, ChatKind, DeviceId, MessageId, Sha256, UserId};
 
 pub use wire::enums::{BodyKind, ReceiptKind, Role};
@@ -45,8 +47,9 @@ pub enum Mutation {
         chat: ChatId,
         /// Its position: head + 1.
         seq: Seq,
-        /// What is appended.
-        entry: Entry,
+        /// What is appended (shared: the router keeps the same entry to deliver it once
+        /// durable, so a send is not copied for its write).
+        entry: Arc<Entry>,
     },
     /// Moves one device's cursor forward in one chat (a lower value is ignored).
     Cursor {

@@ -153,10 +153,8 @@ fn a_replayed_index_expires_every_idempotency_key() {
     let dir = tempfile::tempdir().expect("temp dir");
     let at_one_time = |seq| {
         let mut batch = message(seq);
-        if let Mutation::Append {
-            entry: Entry::Message(m),
-            ..
-        } = &mut batch.mutations[0]
+        if let Mutation::Append { entry, .. } = &mut batch.mutations[0]
+            && let Entry::Message(m) = Arc::make_mut(entry)
         {
             m.ts_ms = 1_000;
         }
@@ -449,10 +447,8 @@ fn a_device_s_later_sends_are_found_after_its_id_bound_was_learned() {
         for &id in ids {
             seq += 1;
             let mut one = message(seq);
-            if let Some(Mutation::Append {
-                entry: Entry::Message(m),
-                ..
-            }) = one.mutations.first_mut()
+            if let Some(Mutation::Append { entry, .. }) = one.mutations.first_mut()
+                && let Entry::Message(m) = Arc::make_mut(entry)
             {
                 m.client_msg_id = id;
             }

@@ -137,6 +137,9 @@ pub struct Hub {
     user_limits: RefCell<limits::UserLimits>,
     /// Idempotency keys the owner asked for this tick.
     lookups: RefCell<Vec<router::types::SendKey>>,
+    /// [`Hub::deliver_local`]'s buffers, kept between deliveries (empty while not in use).
+    deliver_conns: Cell<Vec<Rc<Conn>>>,
+    deliver_events: Cell<Vec<Event>>,
 }
 
 impl Hub {
@@ -178,6 +181,8 @@ impl Hub {
             presence: RefCell::new(presence::Presence::default()),
             user_limits: RefCell::new(limits::UserLimits::default()),
             lookups: RefCell::new(Vec::new()),
+            deliver_conns: Cell::new(Vec::new()),
+            deliver_events: Cell::new(Vec::new()),
         });
         if core.hub.set(hub.clone()).is_err() {
             anyhow::bail!("the messaging hub started twice");
@@ -465,7 +470,7 @@ impl Hub {
             Action::Deliver(delivery) => {
                 let Some(frame) =
                     frames::entry_frame(delivery.chat, delivery.seq, &delivery.entry, |f| {
-                        core.encode_bytes(f).map(Arc::<[u8]>::from)
+                        core.encode_shared(f)
                     })
                 else {
                     return;
@@ -521,9 +526,15 @@ impl Hub {
 
     /// The local connections of the users in `users` (sorted), each with its user.
     fn local_conns(&self, users: &[UserId]) -> Vec<Rc<Conn>> {
+        let mut out = Vec::new();
+        self.local_conns_into(users, &mut out);
+        out
+    }
+
+    /// [`Hub::local_conns`], appended to `out`.
+    fn local_conns_into(&self, users: &[UserId], out: &mut Vec<Rc<Conn>>) {
         let by_user = self.users.borrow();
         let conns = self.conns.borrow();
-        let mut out = Vec::new();
         let mut take = |ids: &Vec<u64>| {
             out.extend(ids.iter().filter_map(|id| conns.get(id).cloned()));
         };
@@ -540,14 +551,15 @@ impl Hub {
                 }
             }
         }
-        out
     }
 
     /// Delivers a durable entry to this core's connections in its audience.
     fn deliver_local(&self, core: &Core, fanout: &Fanout) {
         let d = &fanout.delivery;
-        let mut events = Vec::new();
-        for conn in self.local_conns(&d.audience.users) {
+        // Buffers reused from delivery to delivery: one message allocates none here.
+        let (mut conns, mut events) = (self.deliver_conns.take(), self.deliver_events.take());
+        self.local_conns_into(&d.audience.users, &mut conns);
+        for conn in conns.drain(..) {
             let identity = &conn.identity;
             if d.audience.except == Some((identity.user, identity.device)) {
                 continue;
@@ -565,6 +577,8 @@ impl Hub {
                 }
             }
         }
+        self.deliver_conns.set(conns);
+        self.deliver_events.set(events);
     }
 
     fn receipt_local(&self, core: &Core, receipt: &ReceiptNotice) {

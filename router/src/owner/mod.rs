@@ -32,6 +32,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use foldhash::HashMap;
+use smallvec::{SmallVec, smallvec};
 use store::StoreError;
 use store::model::{
     Change, ChatState, Entry, Message, Mutation, ReceiptKind, Role, SentRecord, Seq, Update,
@@ -103,11 +104,11 @@ enum Slot {
 #[derive(Debug)]
 enum Known {
     /// Being looked up in the store; these chats have a send with this key queued.
-    LookingUp(Vec<ChatId>),
+    LookingUp(SmallVec<[ChatId; 1]>),
     /// Not in the store (and not sequenced yet).
     Absent,
     /// Sequenced, waiting for durability; these origins get its `Sent`.
-    InFlight(Vec<Origin>),
+    InFlight(SmallVec<[Origin; 1]>),
     /// Durable.
     Done(SentRecord),
 }
@@ -209,7 +210,7 @@ impl Owner {
         if let Some(key) = send_key(&origin, &op) {
             match self.known.get_mut(&key) {
                 None => {
-                    self.known.insert(key, Known::LookingUp(vec![chat]));
+                    self.known.insert(key, Known::LookingUp(smallvec![chat]));
                     out.push(Action::Lookup(key));
                 }
                 Some(Known::LookingUp(chats)) => chats.push(chat),
@@ -280,21 +281,23 @@ impl Owner {
         result: Result<Option<SentRecord>, StoreError>,
         out: &mut Vec<Action>,
     ) {
-        let Some(Known::LookingUp(chats)) = self.known.remove(&key) else {
-            if let Some(known) = self.known.get(&key) {
-                tracing::trace!(?known, "router: a stale lookup answer");
-            }
+        // Updated in place: one hash lookup on this path, which every new send takes.
+        let Some(known) = self.known.get_mut(&key) else {
+            return; // A stale answer: the key was forgotten since.
+        };
+        let Known::LookingUp(chats) = known else {
+            tracing::trace!(?known, "router: a stale lookup answer");
             return;
         };
+        let chats = std::mem::take(chats);
         match result {
             Ok(Some(record)) => {
-                self.known.insert(key, Known::Done(record));
+                *known = Known::Done(record);
                 self.done_order.push_back(key);
             }
-            Ok(None) => {
-                self.known.insert(key, Known::Absent);
-            }
+            Ok(None) => *known = Known::Absent,
             Err(error) => {
+                self.known.remove(&key);
                 tracing::warn!(%error, "router: an idempotency lookup failed");
                 // Answer the waiting sends with an error; a retry looks up again.
                 self.fail_key(key, &error, out);
@@ -349,7 +352,7 @@ impl Owner {
                     // The answer was known when this request arrived but has since been
                     // evicted from memory: ask the store again rather than guess.
                     None => {
-                        self.known.insert(key, Known::LookingUp(vec![id]));
+                        self.known.insert(key, Known::LookingUp(smallvec![id]));
                         out.push(Action::Lookup(key));
                         return;
                     }
@@ -665,12 +668,12 @@ fn decide_send(chat: &mut Chat, origin: Origin, mut message: Message, cx: &mut C
     message.server_msg_id = record.server_msg_id;
     message.ts_ms = ts_ms;
     let entry = Arc::new(Entry::Message(message));
-    cx.known.insert(key, Known::InFlight(vec![origin]));
+    cx.known.insert(key, Known::InFlight(smallvec![origin]));
     chat.note_sender(seq, origin.user);
     cx.pending.mutations.push(Mutation::Append {
         chat: chat.id,
         seq,
-        entry: (*entry).clone(),
+        entry: entry.clone(),
     });
     cx.pending.chats.push(chat.id);
     let delivery = Delivery {
@@ -819,7 +822,7 @@ fn append_update(
     pending.mutations.push(Mutation::Append {
         chat: chat.id,
         seq,
-        entry: (*entry).clone(),
+        entry: entry.clone(),
     });
     pending.chats.push(chat.id);
     pending.effects.push(Effect::Deliver(Delivery {

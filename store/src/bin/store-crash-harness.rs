@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future::block_on;
@@ -86,7 +87,7 @@ fn produce(store: &EmbeddedStore, round: u64, t: u64) {
             mutations.push(Mutation::Append {
                 chat,
                 seq: heads[i],
-                entry: Entry::Message(Message {
+                entry: Arc::new(Entry::Message(Message {
                     server_msg_id: MessageId::new(u128::from(client_msg_id)).expect("nonzero"),
                     sender: me,
                     sender_device: device,
@@ -95,7 +96,7 @@ fn produce(store: &EmbeddedStore, round: u64, t: u64) {
                     kind: BodyKind::Text,
                     body: format!("m{client_msg_id}").into_bytes(),
                     attachments: Vec::new(),
-                }),
+                })),
             });
         }
         if n % 7 == 0 {

@@ -349,7 +349,11 @@ fn users(ids: &[u64]) -> Vec<UserId> {
 }
 
 fn append(chat: ChatId, seq: Seq, entry: Entry) -> Mutation {
-    Mutation::Append { chat, seq, entry }
+    Mutation::Append {
+        chat,
+        seq,
+        entry: entry.into(),
+    }
 }
 
 fn receipt(chat: ChatId, u: u64, d: u64, kind: ReceiptKind, up_to_seq: Seq) -> Mutation {

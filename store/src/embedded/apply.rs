@@ -12,6 +12,7 @@ use wire::ids::{ChatId, ChatKind, DeviceId, UserId};
 
 use super::attachments;
 use super::codec::{Enc, encode_entry};
+use super::engine::Batch;
 use super::index::{self, Result, Txn, View};
 use super::layout::{self as l, ChatMeta};
 use super::pending::SentKey;
@@ -27,9 +28,22 @@ pub(crate) struct Scratch {
     /// The idempotency keys written since the caller last cleared it (for
     /// [`super::sent_bounds`]).
     sent_keys: Vec<SentKey>,
+    /// The row buffer of the applier's transactions, lent to each in turn.
+    rows: Batch,
 }
 
 impl Scratch {
+    /// The row buffer, empty, for a transaction ([`Txn::reusing`]); hand it back with
+    /// [`Scratch::return_rows`].
+    pub(crate) fn take_rows(&mut self) -> Batch {
+        std::mem::take(&mut self.rows)
+    }
+
+    /// Keeps `rows` (emptied by a commit) for the next transaction.
+    pub(crate) fn return_rows(&mut self, rows: Batch) {
+        self.rows = rows;
+    }
+
     /// The idempotency keys applied since the last clear; the caller clears it.
     pub(crate) fn sent_keys(&mut self) -> &mut Vec<SentKey> {
         &mut self.sent_keys
@@ -254,6 +268,8 @@ fn device_seen(txn: &mut Txn<'_>, user: UserId, device: DeviceId, at: Millis) ->
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::sync::Arc;
+
     use wire::ids::MessageId;
 
     use super::*;
@@ -268,7 +284,7 @@ pub(crate) mod tests {
         Mutation::Append {
             chat: ChatId::direct(user(1), user(2)),
             seq,
-            entry: Entry::Message(Message {
+            entry: Arc::new(Entry::Message(Message {
                 server_msg_id: MessageId::new(u128::from(seq)).expect("nonzero"),
                 sender: user(1),
                 sender_device: DeviceId::new(1).expect("valid device"),
@@ -277,7 +293,7 @@ pub(crate) mod tests {
                 kind: BodyKind::Text,
                 body: vec![7; 10],
                 attachments: Vec::new(),
-            }),
+            })),
         }
     }
 

@@ -323,7 +323,7 @@ impl Applier {
         since_checkpoint: &mut u64,
         scratch: &mut Scratch,
     ) -> Result<(), IndexError> {
-        let mut txn = Txn::with_hot(&self.index, &mut self.hot);
+        let mut txn = Txn::with_hot(&self.index, &mut self.hot).reusing(scratch.take_rows());
         let mut applied_bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
         apply_records(&mut txn, &mut self.next, first_lsn, records, scratch)?;
         // Coalesce queued batches into this index batch; a sweep waits for the next turn.
@@ -345,6 +345,7 @@ impl Applier {
         }
         txn.put(l::APPLY_FROM, l::vars(&[self.next]));
         txn.commit()?;
+        scratch.return_rows(txn.into_rows());
         // The backlog shrinks before the progress is published, so a read that waited for it
         // sees no backlog of what it waited for.
         self.shared

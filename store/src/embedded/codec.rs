@@ -169,7 +169,7 @@ pub(crate) fn encode_batch(batch: &WriteBatch, out: &mut Vec<u8>) {
         match m {
             Mutation::Append { chat, seq, entry } => {
                 let creates = matches!(
-                    entry,
+                    &**entry,
                     Entry::Update(Update {
                         change: Change::Created { .. },
                         ..
@@ -284,7 +284,7 @@ fn decode_mutation(d: &mut Dec<'_>) -> Result<Mutation> {
         0 => Mutation::Append {
             chat: d.chat()?,
             seq: d.var()?,
-            entry: decode_entry_from(d)?,
+            entry: decode_entry_from(d)?.into(),
         },
         1 => Mutation::Cursor {
             chat: d.chat()?,
@@ -471,6 +471,8 @@ fn decode_entry_from(d: &mut Dec<'_>) -> Result<Entry> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn user(n: u64) -> UserId {
@@ -486,7 +488,7 @@ mod tests {
                 Mutation::Append {
                     chat: group,
                     seq: 1,
-                    entry: Entry::Update(Update {
+                    entry: Arc::new(Entry::Update(Update {
                         ts_ms: 5,
                         actor: user(1),
                         change: Change::Created {
@@ -494,12 +496,12 @@ mod tests {
                             history: true,
                             members: vec![(user(1), Role::Admin), (user(3), Role::Member)],
                         },
-                    }),
+                    })),
                 },
                 Mutation::Append {
                     chat: direct,
                     seq: 300,
-                    entry: Entry::Message(Message {
+                    entry: Arc::new(Entry::Message(Message {
                         server_msg_id: MessageId::new(9).expect("valid"),
                         sender: user(1),
                         sender_device: dev,
@@ -508,25 +510,25 @@ mod tests {
                         kind: BodyKind::Opaque,
                         body: vec![0, 1, 2, 255],
                         attachments: vec![AttachmentId::new(4).expect("valid")],
-                    }),
+                    })),
                 },
                 Mutation::Append {
                     chat: group,
                     seq: 2,
-                    entry: Entry::Update(Update {
+                    entry: Arc::new(Entry::Update(Update {
                         ts_ms: 6,
                         actor: user(1),
                         change: Change::Removed(vec![user(3)]),
-                    }),
+                    })),
                 },
                 Mutation::Append {
                     chat: group,
                     seq: 3,
-                    entry: Entry::Update(Update {
+                    entry: Arc::new(Entry::Update(Update {
                         ts_ms: 6,
                         actor: user(1),
                         change: Change::Left,
-                    }),
+                    })),
                 },
                 Mutation::Cursor {
                     chat: direct,

@@ -252,18 +252,21 @@ impl Index {
         }
     }
 
-    /// Applies `batch` atomically: its rows become visible together. Not synced (see the
+    /// Applies `batch` atomically: its rows become visible together, and leaves it empty
+    /// with its capacity (a writer reuses one batch: growing a fresh one to the applier's
+    /// 65,536 rows reallocated and faulted in megabytes per commit). Not synced (see the
     /// module doc). Waits first while the flush thread or compactions are far behind.
     ///
     /// # Errors
-    /// The background work failed before (the index takes no more writes).
-    pub(crate) fn commit(&self, batch: Batch) -> Result<()> {
+    /// The background work failed before (the index takes no more writes); `batch` is then
+    /// left as it was.
+    pub(crate) fn commit(&self, batch: &mut Batch) -> Result<()> {
         self.stall()?;
         if batch.rows.is_empty() {
             return Ok(());
         }
         let seqno = self.0.seqno.next();
-        for (key, value) in batch.rows {
+        for (key, value) in batch.rows.drain(..) {
             match value {
                 Some(value) => self.0.tree.insert(key, value, seqno),
                 None => self.0.tree.remove(key, seqno),
@@ -520,7 +523,7 @@ mod tests {
     fn put(index: &Index, key: &str, value: &str) {
         let mut batch = Batch::default();
         batch.insert(key.as_bytes(), value.as_bytes());
-        index.commit(batch).expect("commit");
+        index.commit(&mut batch).expect("commit");
     }
 
     fn value(snapshot: &Snapshot, key: &str) -> Option<Vec<u8>> {
@@ -558,7 +561,7 @@ mod tests {
         batch.insert(&b"a"[..], &b"1"[..]);
         batch.insert(&b"b"[..], &b"2"[..]);
         batch.remove(&b"a"[..]);
-        index.commit(batch).expect("commit");
+        index.commit(&mut batch).expect("commit");
         assert_eq!(
             empty.prefix(b"").count(),
             0,
@@ -605,7 +608,7 @@ mod tests {
                 );
             }
             batch.insert(&b"z"[..], n.to_be_bytes().to_vec());
-            index.commit(batch).expect("commit");
+            index.commit(&mut batch).expect("commit");
             if index.is_full() {
                 index.rotate(n);
             }
@@ -663,7 +666,7 @@ mod tests {
         for i in 0u64..40_000 {
             let mut batch = Batch::default();
             batch.insert(i.to_be_bytes().to_vec(), value.to_vec());
-            index.commit(batch).expect("commit");
+            index.commit(&mut batch).expect("commit");
             if index.is_full() {
                 rotations += 1;
                 index.rotate(i + 1);

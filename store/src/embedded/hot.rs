@@ -82,6 +82,8 @@ impl HotRows {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use wire::ids::{ChatId, ChatKind, DeviceId, MessageId, UserId};
 
     use super::super::index::{self, Txn};
@@ -229,7 +231,7 @@ mod tests {
                         Mutation::Append {
                             chat,
                             seq: head + 1,
-                            entry,
+                            entry: Arc::new(entry),
                         }
                     }
                     0..=3 => {
@@ -237,7 +239,7 @@ mod tests {
                         Mutation::Append {
                             chat,
                             seq: 1,
-                            entry: Entry::Update(Update {
+                            entry: Arc::new(Entry::Update(Update {
                                 ts_ms: self.now,
                                 actor: user(1),
                                 change: Change::Created {
@@ -249,7 +251,7 @@ mod tests {
                                         (user(3), Role::Member),
                                     ],
                                 },
-                            }),
+                            })),
                         }
                     }
                     4..=7 if head > 0 => Mutation::Cursor {

@@ -99,6 +99,18 @@ impl<'a> Txn<'a> {
         }
     }
 
+    /// This transaction, buffering its rows in `rows` (empty; its capacity is reused).
+    pub(crate) fn reusing(mut self, rows: Batch) -> Self {
+        debug_assert_eq!(rows.len(), 0, "a lent row buffer is empty");
+        self.blind = rows;
+        self
+    }
+
+    /// The row buffer, to lend to the next transaction (empty after a successful commit).
+    pub(crate) fn into_rows(self) -> Batch {
+        self.blind
+    }
+
     /// Puts a row that this transaction never reads back and never deletes (it is not visible
     /// to [`View`] reads until committed).
     pub(crate) fn put_blind(&mut self, key: impl AsRef<[u8]>, value: impl Into<Slice>) {
@@ -134,15 +146,14 @@ impl<'a> Txn<'a> {
         if self.overlay.is_empty() && self.blind.len() == 0 {
             return Ok(());
         }
-        let mut batch = std::mem::take(&mut self.blind);
         let overlay = std::mem::take(&mut self.overlay);
         for (key, value) in &overlay {
             match value {
-                Some(value) => batch.insert(key.as_slice(), value.clone()),
-                None => batch.remove(key.as_slice()),
+                Some(value) => self.blind.insert(key.as_slice(), value.clone()),
+                None => self.blind.remove(key.as_slice()),
             }
         }
-        self.index.commit(batch)?;
+        self.index.commit(&mut self.blind)?;
         if let Some(hot) = self.hot.as_deref_mut() {
             for (key, value) in overlay {
                 if HotRows::keeps(&key) {

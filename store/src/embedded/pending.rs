@@ -53,7 +53,7 @@ impl Unapplied {
         let mut out = Self::default();
         for mutation in &batch.mutations {
             if let Mutation::Append { chat, seq, entry } = mutation {
-                if let Entry::Message(message) = entry {
+                if let Entry::Message(message) = &**entry {
                     out.answers
                         .push((message.idempotency_key(), message.sent_record(*chat, *seq)));
                 }
@@ -144,6 +144,8 @@ impl Pending {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use wire::ids::{ChatId, MessageId};
 
@@ -255,7 +257,7 @@ mod tests {
         let append = |c: u64, seq: u64| Mutation::Append {
             chat: chat(c),
             seq,
-            entry: message(seq),
+            entry: Arc::new(message(seq)),
         };
         let batch = WriteBatch {
             mutations: vec![append(2, 1), append(2, 2), append(3, 1)],

@@ -102,7 +102,7 @@ mod tests {
                 [7u8; 64].to_vec(),
             );
         }
-        index.commit(batch).expect("commit");
+        index.commit(&mut batch).expect("commit");
     }
 
     #[test]

@@ -77,14 +77,13 @@ fn copy(from: &Path, to: &Path, options: &IndexOptions) -> Result<u64, OpenError
             batch.insert(key.to_vec(), value.to_vec());
             copied += 1;
             if batch.len() >= BATCH_ROWS {
-                tree.commit(std::mem::take(&mut batch))
-                    .map_err(engine_error)?;
+                tree.commit(&mut batch).map_err(engine_error)?;
                 if tree.is_full() {
                     tree.rotate(0);
                 }
             }
         }
-        tree.commit(batch).map_err(engine_error)?;
+        tree.commit(&mut batch).map_err(engine_error)?;
         tree.flush_and_wait(0).map_err(engine_error)
     })();
     tree.close();

@@ -1,6 +1,7 @@
 //! One direct chat's messages, for the embedded store's integration tests.
 
 use futures_lite::future::block_on;
+use std::sync::Arc;
 use store::Store;
 use store::embedded::EmbeddedStore;
 use store::model::{BodyKind, Entry, Message, Mutation, WriteBatch};
@@ -23,7 +24,7 @@ pub fn message(seq: u64) -> WriteBatch {
         mutations: vec![Mutation::Append {
             chat: chat(),
             seq,
-            entry: Entry::Message(Message {
+            entry: Arc::new(Entry::Message(Message {
                 server_msg_id: MessageId::new(u128::from(seq)).expect("nonzero"),
                 sender: user(1),
                 sender_device: device(),
@@ -32,7 +33,7 @@ pub fn message(seq: u64) -> WriteBatch {
                 kind: BodyKind::Text,
                 body: vec![u8::try_from(seq % 251).expect("small"); 100],
                 attachments: Vec::new(),
-            }),
+            })),
         }],
     }
 }
