@@ -1,7 +1,8 @@
 //! What the owner answers when the store fails (docs/PROTOCOL.md §7): `Unavailable` with a
 //! `retry_after_ms` when waiting helps (overloaded, unreachable), spread so that refused
 //! clients do not return together; `Unavailable` with no wait when the store is read-only;
-//! and nothing of a failed write is delivered.
+//! and nothing of a failed write is delivered. Also what a late, repeated store answer does:
+//! nothing.
 
 use router::owner::{Input, Owner, OwnerLimits, RETRY_AFTER_MS};
 use router::types::{Action, Answer, Op, Origin};
@@ -130,4 +131,24 @@ fn a_read_only_store_fails_sends_without_a_wait_and_a_failed_load_with_one() {
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].0, ErrorCode::Unavailable);
     assert!((RETRY_AFTER_MS..2 * RETRY_AFTER_MS).contains(&answers[0].1));
+}
+
+/// A second answer to an idempotency lookup, arriving after the first one let the send go on
+/// to its write, leaves that send alone: once the write is durable, its sender gets `Sent`.
+#[test]
+fn a_repeated_lookup_answer_does_not_forget_a_send_in_flight() {
+    let mut owner = Owner::new(OwnerLimits::default());
+    let chat = ChatId::direct(user(1), user(4));
+    let write = up_to_write(&mut owner, chat, 1);
+    let key = (user(1), DeviceId::new(1).expect("valid device"), 1);
+    assert!(step(&mut owner, Input::LookedUp(key, Ok(None))).is_empty());
+    let done = step(&mut owner, Input::Written(write, Ok(())));
+    let sent: Vec<&Origin> = done
+        .iter()
+        .filter_map(|a| match a {
+            Action::Answer(origin, Answer::Sent(_)) => Some(origin),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![&origin(1)], "{done:?}");
 }

@@ -318,6 +318,35 @@ impl Retention {
     }
 }
 
+/// The server message id of `chat`'s entry `seq`: a 128-bit mix of the two, so it is unique
+/// without coordination and the same if the same entry is ever sequenced again. The router
+/// assigns exactly this id to every message, so the embedded store derives it from the key
+/// rather than keeping 16 bytes of it per message (it still keeps any other id it is given).
+///
+/// # Panics
+/// Never: the mix is made nonzero before it becomes an id.
+#[must_use]
+pub fn message_id(chat: ChatId, seq: Seq) -> MessageId {
+    let c = chat.get();
+    let mut hi = (c >> 64) as u64 ^ seq.rotate_left(32);
+    let mut lo = c as u64 ^ seq;
+    for _ in 0..2 {
+        hi = splitmix(hi ^ lo);
+        lo = splitmix(lo ^ hi.rotate_left(17));
+    }
+    let id = (u128::from(hi) << 64) | u128::from(lo);
+    MessageId::new(id.max(1)).expect("nonzero")
+}
+
+/// `SplitMix64`'s step: a cheap, well-spread mix of 64 bits (ids, jitter).
+#[must_use]
+pub fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// Whether something stamped `ts_ms` is past `ttl_ms` at `now` (the one TTL rule of every
 /// backend: strictly older than the TTL).
 pub fn expired(now: Millis, ts_ms: Millis, ttl_ms: Millis) -> bool {

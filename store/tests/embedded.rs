@@ -225,9 +225,9 @@ fn another_format_version_or_a_foreign_directory_is_refused() {
     let format = dir.path().join("FORMAT");
     assert_eq!(
         fs::read_to_string(&format).expect("FORMAT"),
-        "switchboard store format 3\n"
+        "switchboard store format 4\n"
     );
-    for other in ["4", "0"] {
+    for other in ["5", "0"] {
         fs::write(&format, format!("switchboard store format {other}\n")).expect("write");
         let error = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
             .err()
@@ -235,7 +235,7 @@ fn another_format_version_or_a_foreign_directory_is_refused() {
         assert!(matches!(error, OpenError::Incompatible { .. }), "{error}");
         let text = error.to_string();
         assert!(
-            text.contains(&format!("format {other}")) && text.contains("format 3"),
+            text.contains(&format!("format {other}")) && text.contains("format 4"),
             "{text}"
         );
     }
@@ -254,29 +254,32 @@ fn another_format_version_or_a_foreign_directory_is_refused() {
     drop(EmbeddedStore::open(interrupted.path(), EmbeddedOptions::default()).expect("creates"));
     assert_eq!(
         fs::read_to_string(interrupted.path().join("FORMAT")).expect("FORMAT"),
-        "switchboard store format 3\n"
+        "switchboard store format 4\n"
     );
 }
 
 #[test]
-fn a_format_1_directory_is_upgraded_in_place_and_keeps_its_messages() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    {
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
-        for seq in 1..=3 {
-            block_on(store.write(message(seq))).expect("acked");
+fn a_format_1_or_3_directory_is_upgraded_in_place_and_keeps_its_messages() {
+    for old in [1, 3] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
+            for seq in 1..=3 {
+                block_on(store.write(message(seq))).expect("acked");
+            }
         }
+        let format = dir.path().join("FORMAT");
+        fs::write(&format, format!("switchboard store format {old}\n")).expect("write");
+        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("upgrades");
+        assert_eq!(
+            fs::read_to_string(&format).expect("FORMAT"),
+            "switchboard store format 4\n",
+            "from format {old}"
+        );
+        assert_eq!(head(&store), 3);
+        block_on(store.write(message(4))).expect("acked");
+        assert_eq!(head(&store), 4);
     }
-    let format = dir.path().join("FORMAT");
-    fs::write(&format, "switchboard store format 1\n").expect("write");
-    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("upgrades");
-    assert_eq!(
-        fs::read_to_string(&format).expect("FORMAT"),
-        "switchboard store format 3\n"
-    );
-    assert_eq!(head(&store), 3);
-    block_on(store.write(message(4))).expect("acked");
-    assert_eq!(head(&store), 4);
 }
 
 #[test]

@@ -491,7 +491,7 @@ pub const RETRY_AFTER_MS: u32 = 500;
 /// (a bug: the owner checks what it writes).
 pub fn store_failure(error: &StoreError, origin: &Origin) -> Answer {
     let spread = || {
-        let mix = splitmix(origin.request_id ^ origin.user.get().rotate_left(17));
+        let mix = store::model::splitmix(origin.request_id ^ origin.user.get().rotate_left(17));
         RETRY_AFTER_MS + u32::try_from(mix % u64::from(RETRY_AFTER_MS)).unwrap_or(0)
     };
     let (code, reason, retry_after_ms) = match error {
@@ -517,27 +517,6 @@ fn send_key(origin: &Origin, op: &Op) -> Option<SendKey> {
         Op::Send { client_msg_id, .. } => Some((origin.user, origin.device, *client_msg_id)),
         _ => None,
     }
-}
-
-/// A server message id: a 128-bit mix of (chat, seq), so it is unique without coordination
-/// and the same if the same entry is ever sequenced again.
-fn message_id(chat: ChatId, seq: Seq) -> MessageId {
-    let c = chat.get();
-    let mut hi = (c >> 64) as u64 ^ seq.rotate_left(32);
-    let mut lo = c as u64 ^ seq;
-    for _ in 0..2 {
-        hi = splitmix(hi ^ lo);
-        lo = splitmix(lo ^ hi.rotate_left(17));
-    }
-    let id = (u128::from(hi) << 64) | u128::from(lo);
-    MessageId::new(id.max(1)).expect("nonzero")
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// What `decide` works with besides the chat.
@@ -662,7 +641,7 @@ fn decide_send(chat: &mut Chat, origin: Origin, mut message: Message, cx: &mut C
     let record = SentRecord {
         chat: chat.id,
         seq,
-        server_msg_id: message_id(chat.id, seq),
+        server_msg_id: store::model::message_id(chat.id, seq),
         ts_ms,
     };
     message.server_msg_id = record.server_msg_id;

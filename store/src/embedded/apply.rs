@@ -102,7 +102,7 @@ fn append(
     }
     txn.put(l::head(chat), l::vars(&[seq]));
     scratch.entry.clear();
-    encode_entry(&mut Enc(&mut scratch.entry), entry);
+    encode_entry(&mut Enc(&mut scratch.entry), chat, seq, entry);
     txn.put_blind(l::entry(chat, seq), scratch.entry.as_slice());
     match entry {
         Entry::Message(m) => {

@@ -25,7 +25,7 @@ use wire::ids::{ChatId, DeviceId, MessageId, UserId};
 
 use super::codec::{CodecError, Dec, Enc};
 use crate::log::Lsn;
-use crate::model::{Millis, Role, SentRecord, Seq};
+use crate::model::{Millis, Role, SentRecord, Seq, message_id};
 
 pub(crate) const CHAT: u8 = b'c';
 pub(crate) const HEAD: u8 = b'h';
@@ -329,24 +329,75 @@ pub(crate) fn read_member(bytes: &[u8]) -> Result<(Role, Seq), CodecError> {
     Ok((role, joined))
 }
 
+/// An idempotency answer: `chat, seq, [msg id], ts`. The id is left out when it is the one
+/// [`message_id`] derives from `(chat, seq)` (as for entries, see
+/// [`super::codec::encode_entry`]); [`read_sent`] tells the two apart by what follows the
+/// seq: a varint alone (at most 10 bytes) or an id and a varint (at least 17).
 pub(crate) fn sent_value(r: &SentRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(48);
     let mut e = Enc(&mut out);
     e.raw(r.chat.as_bytes());
     e.var(r.seq);
-    e.raw(r.server_msg_id.as_bytes());
+    if r.server_msg_id != message_id(r.chat, r.seq) {
+        e.raw(r.server_msg_id.as_bytes());
+    }
     e.var(r.ts_ms);
     out
 }
 
 pub(crate) fn read_sent(bytes: &[u8]) -> Result<SentRecord, CodecError> {
+    /// The longest varint (a `u64`).
+    const VAR_MAX: usize = 10;
     let mut d = Dec(bytes);
+    let (chat, seq) = (d.chat()?, d.var()?);
+    let server_msg_id = if d.0.len() > VAR_MAX {
+        MessageId::from_bytes(d.array()?).ok_or(CodecError("msg id"))?
+    } else {
+        message_id(chat, seq)
+    };
     let record = SentRecord {
-        chat: d.chat()?,
-        seq: d.var()?,
-        server_msg_id: MessageId::from_bytes(d.array()?).ok_or(CodecError("msg id"))?,
+        chat,
+        seq,
+        server_msg_id,
         ts_ms: d.var()?,
     };
     d.end()?;
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idempotency answer leaves out an id it can derive; one written in full (format 3,
+    /// or an id that is not derived) reads back as written.
+    #[test]
+    fn sent_values_leave_out_a_derived_id_and_read_both_shapes() {
+        let chat = ChatId::direct(
+            UserId::new(1).expect("valid"),
+            UserId::new(2).expect("valid"),
+        );
+        let record = |server_msg_id, seq, ts_ms| SentRecord {
+            chat,
+            seq,
+            server_msg_id,
+            ts_ms,
+        };
+        for (seq, ts_ms) in [(1, 0), (300, 1_700_000_000_000), (u64::MAX, u64::MAX)] {
+            let derived = record(message_id(chat, seq), seq, ts_ms);
+            let other = record(MessageId::new(9).expect("valid"), seq, ts_ms);
+            let (short, full) = (sent_value(&derived), sent_value(&other));
+            assert_eq!(short.len() + MessageId::SIZE, full.len());
+            assert_eq!(read_sent(&short), Ok(derived));
+            assert_eq!(read_sent(&full), Ok(other));
+            // Format 3 kept every id.
+            let mut format_3 = Vec::new();
+            let mut e = Enc(&mut format_3);
+            e.raw(chat.as_bytes());
+            e.var(seq);
+            e.raw(derived.server_msg_id.as_bytes());
+            e.var(ts_ms);
+            assert_eq!(read_sent(&format_3), Ok(derived));
+        }
+    }
 }

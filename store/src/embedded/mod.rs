@@ -68,12 +68,21 @@ use crate::{Store, StoreError, StoreReply};
 /// 3: the index is an LSM tree in `index/lsm` that the store drives itself ([`engine`]), no
 /// longer a fjall database in `index/`; the rows are the same. A build that expects fjall's
 /// files would find none and rebuild the index from a log that no longer holds everything.
-pub const FORMAT_VERSION: u32 = 3;
+///
+/// 4: a message whose server id is the one derived from its chat and seq
+/// ([`crate::model::message_id`], every message the router sequences) is stored without it, in
+/// log records, entry rows and idempotency rows (16 bytes less each; [`codec`], [`layout`]).
+/// A format-3 build cannot read those entries, so it must refuse a format-4 directory.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The older formats this build opens and upgrades in place, before it writes anything:
-/// their fjall index is copied into the new tree ([`upgrade`]), and format 1's missing head
-/// rows are read from the chat rows as before (every read falls back to them).
-pub const UPGRADES_FORMATS: [u32; 2] = [1, 2];
+/// formats 1 and 2 have their fjall index copied into the new tree ([`upgrade`]), and format
+/// 1's missing head rows are read from the chat rows as before (every read falls back to
+/// them); format 3's rows and records are all readable as they are (ids kept in full).
+pub const UPGRADES_FORMATS: [u32; 3] = [1, 2, 3];
+
+/// The newest format whose index is a fjall database.
+const LAST_FJALL_FORMAT: u32 = 2;
 
 /// What the `FORMAT` file says (followed by a newline).
 fn format_line(version: u32) -> String {
@@ -163,12 +172,13 @@ impl Default for EmbeddedOptions {
 pub enum OpenError {
     /// The directory holds another format version (or something else).
     #[error(
-        "{}: {found}; this build reads \"{}\" (and upgrades formats {} and {} in place). \
+        "{}: {found}; this build reads \"{}\" (and upgrades formats {}, {} and {} in place). \
          Open it with a matching switchboard build",
         path.display(),
         format_line(FORMAT_VERSION),
         UPGRADES_FORMATS[0],
-        UPGRADES_FORMATS[1]
+        UPGRADES_FORMATS[1],
+        UPGRADES_FORMATS[2]
     )]
     Incompatible {
         /// The `FORMAT` file.
@@ -434,7 +444,11 @@ pub fn log_record(batch: &WriteBatch) -> Vec<u8> {
 /// Upgrades a directory of format `from` (one of [`UPGRADES_FORMATS`]) in place: the index
 /// first, then `FORMAT`.
 fn upgrade_from(dir: &Path, from: u32, options: &EmbeddedOptions) -> Result<(), OpenError> {
-    let rows = upgrade::from_fjall(&index_dir(dir, options), &index_options(options))?;
+    let rows = if from <= LAST_FJALL_FORMAT {
+        upgrade::from_fjall(&index_dir(dir, options), &index_options(options))?
+    } else {
+        0
+    };
     write_format(dir)?;
     tracing::info!(
         dir = %dir.display(),

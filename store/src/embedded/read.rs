@@ -270,7 +270,7 @@ pub(crate) fn read_log(
         }
         let (key, value) = guard.into_inner()?;
         let seq = KeyParts::new(&key, ChatId::SIZE)?.u64()?;
-        page.entries.push((seq, decode_entry(&value)?));
+        page.entries.push((seq, decode_entry(&value, chat, seq)?));
     }
     Ok(Some(page))
 }
@@ -294,7 +294,8 @@ pub(crate) fn history(
     let range = l::entry(chat, floor)..l::entry(chat, end);
     for guard in snap.snapshot.range(range).rev() {
         let (key, value) = guard.into_inner()?;
-        let entry = decode_entry(&value)?;
+        let seq = KeyParts::new(&key, ChatId::SIZE)?.u64()?;
+        let entry = decode_entry(&value, chat, seq)?;
         if !matches!(entry, Entry::Message(_)) {
             continue;
         }
@@ -302,7 +303,6 @@ pub(crate) fn history(
             page.more = true;
             break;
         }
-        let seq = KeyParts::new(&key, ChatId::SIZE)?.u64()?;
         page.entries.push((seq, entry));
     }
     Ok(Some(page))

@@ -129,7 +129,7 @@ fn sweep_chat(
     for guard in tree.range(l::entry(chat, old)..l::entry(chat, end)) {
         let (key, value) = guard.into_inner()?;
         let seq = KeyParts::new(&key, ChatId::SIZE)?.u64()?;
-        if seq < floor || expired(now, decode_entry(&value)?.ts_ms(), ttl) {
+        if seq < floor || expired(now, decode_entry(&value, chat, seq)?.ts_ms(), ttl) {
             floor = floor.max(seq + 1);
             deletes.push(key);
         } else {

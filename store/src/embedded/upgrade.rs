@@ -1,5 +1,5 @@
 //! Upgrades an index that fjall kept (store formats 1 and 2: fjall's files in `<index>/`) to
-//! this build's (format 3: the tree of [`super::engine`] in `<index>/lsm`), in place, at open.
+//! the tree of [`super::engine`] in `<index>/lsm` (format 3 and later), in place, at open.
 //!
 //! Owns the order that makes an interrupted upgrade safe to start again: every row is copied
 //! into a new tree in `<index>/lsm.upgrade` (inside the index directory, which may be a mount
@@ -172,7 +172,7 @@ mod tests {
         let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("upgrade");
         assert_eq!(
             fs::read_to_string(dir.path().join("FORMAT")).expect("FORMAT"),
-            "switchboard store format 3\n"
+            "switchboard store format 4\n"
         );
         assert!(!leftover.exists());
         let left: Vec<_> = fs::read_dir(dir.path().join("index"))
