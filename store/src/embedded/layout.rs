@@ -9,13 +9,13 @@
 //! | `c` | chat | [`ChatMeta`] (written when the chat is created; its `head` is read only when `h` has no row) |
 //! | `h` | chat | head: the chat's last seq, rewritten by every append without reading anything |
 //! | `f` | chat | floor: the lowest retained seq (absent = 1) |
-//! | `e` | chat, seq | an encoded [`crate::model::Entry`] |
+//! | `e` | chat, seq | an encoded [`crate::model::Entry`] (a derived message id left out: [`super::codec::encode_entry`]) |
 //! | `m` | chat, user | current member: role, joined seq |
 //! | `l` | chat, user | former member: joined seq, left seq (until its devices have it) |
 //! | `u` | user, chat | the user's chats: 0 member, 1 former member |
 //! | `k` | chat, user, device | cursor: delivered, read |
 //! | `d` | user, device | device: registered, last seen |
-//! | `s` | user, device, client_msg_id | idempotency answer: chat, seq, msg id, ts |
+//! | `s` | user, device, client_msg_id | idempotency answer: chat, seq, msg id (unless derived), ts |
 //! | `t` | oldest ts, LSN | expiry index of `s`: (user, device, client_msg_id, ts) of each message of that log record |
 //! | `a` | attachment | [`crate::model::Attachment`] (see [`super::attachments`]) |
 //! | `r` | attachment, chat, seq | nothing: that message references the attachment |
