@@ -61,7 +61,7 @@ use store::embedded::{EmbeddedOptions, EmbeddedStore, log_record};
 use store::log::{STALL, SyncSnapshot};
 use store::model::{BodyKind, Entry, Message, Mutation, Seq, WriteBatch};
 use store::{Store, StoreReply};
-use wire::ids::{ChatId, DeviceId, MessageId, UserId};
+use wire::ids::{ChatId, DeviceId, UserId};
 
 const PRODUCERS: u64 = 2;
 const CHATS_PER_PRODUCER: u64 = 500;
@@ -167,10 +167,11 @@ fn body(seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A 100-byte message from `sender`'s device 1; `id` is unique in the store.
-fn message(sender: UserId, id: u64, ts_ms: u64) -> Entry {
+/// A 100-byte message from `sender`'s device 1 (`id` is unique in the store) as `chat`'s entry
+/// `seq`, with the server id the router assigns (which the store derives instead of keeping).
+fn message(chat: ChatId, seq: u64, sender: UserId, id: u64, ts_ms: u64) -> Entry {
     Entry::Message(Message {
-        server_msg_id: MessageId::new(u128::from(id)).expect("ids start at 1"),
+        server_msg_id: store::model::message_id(chat, seq),
         sender,
         sender_device: device(1),
         client_msg_id: id,
@@ -231,7 +232,7 @@ impl Producer {
             .map(|_| {
                 let (chat, seq) = self.next_seq();
                 self.sent += 1;
-                let entry = message(self.sender, self.id_base + self.sent, self.ts_ms);
+                let entry = message(chat, seq, self.sender, self.id_base + self.sent, self.ts_ms);
                 Mutation::Append {
                     chat,
                     seq,
@@ -718,7 +719,8 @@ fn sync_setup(store: &EmbeddedStore) -> (UserId, DeviceId) {
                 .map(|seq| Mutation::Append {
                     chat,
                     seq,
-                    entry: message(peer, p * SYNC_MESSAGES_PER_CHAT + seq, now_ms()).into(),
+                    entry: message(chat, seq, peer, p * SYNC_MESSAGES_PER_CHAT + seq, now_ms())
+                        .into(),
                 })
                 .collect();
             store.write(WriteBatch { mutations })
@@ -812,7 +814,7 @@ fn build(store: &EmbeddedStore, messages: u64) -> Duration {
                 let chat = build_chat(k % BUILD_CHATS);
                 let sender = chat.direct_users().expect("direct").0;
                 let seq = k / BUILD_CHATS + 1;
-                let entry = message(sender, k + 1, ts_ms);
+                let entry = message(chat, seq, sender, k + 1, ts_ms);
                 Mutation::Append {
                     chat,
                     seq,
