@@ -235,7 +235,9 @@ fn another_format_version_or_a_foreign_directory_is_refused() {
         assert!(matches!(error, OpenError::Incompatible { .. }), "{error}");
         let text = error.to_string();
         assert!(
-            text.contains(&format!("format {other}")) && text.contains("format 4"),
+            text.contains(&format!("format {other}"))
+                && text.contains("format 4")
+                && text.contains("upgrades formats 1, 2 and 3 in place"),
             "{text}"
         );
     }

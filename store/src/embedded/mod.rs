@@ -84,6 +84,15 @@ pub const UPGRADES_FORMATS: [u32; 3] = [1, 2, 3];
 /// The newest format whose index is a fjall database.
 const LAST_FJALL_FORMAT: u32 = 2;
 
+/// [`UPGRADES_FORMATS`] for a message: "1, 2 and 3".
+fn upgradable_formats() -> String {
+    let names: Vec<String> = UPGRADES_FORMATS.iter().map(u32::to_string).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
+}
+
 /// What the `FORMAT` file says (followed by a newline).
 fn format_line(version: u32) -> String {
     format!("switchboard store format {version}")
@@ -172,13 +181,11 @@ impl Default for EmbeddedOptions {
 pub enum OpenError {
     /// The directory holds another format version (or something else).
     #[error(
-        "{}: {found}; this build reads \"{}\" (and upgrades formats {}, {} and {} in place). \
+        "{}: {found}; this build reads \"{}\" (and upgrades formats {} in place). \
          Open it with a matching switchboard build",
         path.display(),
         format_line(FORMAT_VERSION),
-        UPGRADES_FORMATS[0],
-        UPGRADES_FORMATS[1],
-        UPGRADES_FORMATS[2]
+        upgradable_formats()
     )]
     Incompatible {
         /// The `FORMAT` file.
