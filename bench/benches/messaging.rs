@@ -18,7 +18,11 @@
 //!   every message it delays), end to end (`NewMessage` received) and send → `Sent`, over the
 //!   window and over its first and last second (a rising last second means a growing queue).
 //!   Goal: p99 at most 50 ms, p99.9 at most 200 ms. A run whose senders fell behind their
-//!   schedule (p99 send lateness over 10 ms) is flagged invalid.
+//!   schedule (p99 send lateness over 10 ms past the tick) is flagged invalid. By default each
+//!   message is written alone when it is due (one frame per system call on both sides); with
+//!   `TICK_MS` the writers wake once per tick and write every message due since, a
+//!   connection's in one write, as a client that batches does (the wait until the tick counts
+//!   in every latency).
 //!
 //! The clients run on the same CPUs as the gateway, so the per-core figures are pessimistic:
 //! beside the gateway's CPU the bench prints its own, the rest of the machine's, and per
@@ -42,6 +46,7 @@
 //! `WINDOW` [32] (4), `GROUPS` [5] (1), `GROUP_SIZE` [100] (10), `GROUP_SENDERS` [4] (2),
 //! `GROUP_WINDOW` [16] (4), `RATE` (messages/s offered in the latency scenario; default 80% of
 //! the direct scenario's deliveries/s, which then runs first even when filtered out),
+//! `TICK_MS` (the latency scenario's write tick; unset or 0: each message on its own),
 //! `GATEWAY_CPUS` (unset: the gateway and the clients share every CPU; a list such as `0`:
 //! the gateway runs with `cores` = that many executors, it and all its threads on those CPUs,
 //! and the client threads on the others, so the gateway's throughput is what those CPUs do
@@ -85,7 +90,8 @@ const GOAL_P99_MS: f64 = 50.0;
 const GOAL_P999_MS: f64 = 200.0;
 /// The latency scenario's offered load, as a share of the measured direct throughput.
 const LATENCY_LOAD: f64 = 0.8;
-/// Senders more than this late at p99 did not offer the load they claim: the run is invalid.
+/// Senders more than this late at p99 (beyond the tick they wait for by design, `TICK_MS`) did
+/// not offer the load they claim: the run is invalid.
 const LATENESS_P99_MAX_US: u64 = 10_000;
 /// Threads that write the open-loop schedule (one per core of this 2-core machine).
 const SCHEDULE_WRITERS: usize = 2;
@@ -204,6 +210,9 @@ struct Settings {
     group_senders: usize,
     group_window: usize,
     rate: Option<f64>,
+    /// The latency scenario's writers wake once per tick and write every message due since,
+    /// one write per connection; zero: each message is written alone at its intended time.
+    tick: Duration,
     placement: Option<Placement>,
 }
 
@@ -290,6 +299,8 @@ impl Settings {
             group_senders: count("GROUP_SENDERS", 4, 2)?,
             group_window: count("GROUP_WINDOW", 16, 4)?,
             rate: env_number("RATE")?,
+            tick: Duration::try_from_secs_f64(env_number("TICK_MS")?.unwrap_or(0.0) / 1e3)
+                .map_err(|e| anyhow!("TICK_MS: {e}"))?,
             placement: Placement::from_env()?,
         };
         ensure!(
@@ -1264,9 +1275,17 @@ fn run_latency(bin: &Path, s: &Settings, rate_per_s: f64) -> anyhow::Result<Late
         recipients.push(gw.connect(to)?);
     }
     println!(
-        "\n{LATENCY}: {} pairs, {} messages/s offered on a uniform schedule",
+        "\n{LATENCY}: {} pairs, {} messages/s offered on a uniform schedule, {}",
         s.pairs,
-        grouped(rate_per_s)
+        grouped(rate_per_s),
+        if s.tick.is_zero() {
+            "each message written alone when it is due".to_owned()
+        } else {
+            format!(
+                "written per tick of {} ms (a connection's due messages in one write)",
+                s.tick.as_secs_f64() * 1e3
+            )
+        }
     );
     let epoch = Instant::now();
     // Give the threads a moment to start before the first message is due.
@@ -1290,7 +1309,14 @@ fn run_latency(bin: &Path, s: &Settings, rate_per_s: f64) -> anyhow::Result<Late
     writers.retain(|w| !w.is_empty());
     let tally = WindowTally::default();
     thread::scope(|scope| {
-        let started = spawn_latency_threads(scope, plan, &tally, writers, sender_rx, recipients);
+        let started = spawn_latency_threads(
+            scope,
+            (plan, s.tick),
+            &tally,
+            writers,
+            sender_rx,
+            recipients,
+        );
         let (lateness, acks, deliveries) = match started {
             Ok(handles) => handles,
             Err(e) => {
@@ -1322,6 +1348,7 @@ fn run_latency(bin: &Path, s: &Settings, rate_per_s: f64) -> anyhow::Result<Late
             failed: tally.failed.summary(FAILED),
             warnings: gw.warnings(),
             cpu: CpuUse::between(&cpu0, &cpu1),
+            lateness_max_us: LATENESS_P99_MAX_US + s.tick.as_micros() as u64,
         })
     })
 }
@@ -1333,7 +1360,7 @@ type Job<'scope> = Box<dyn FnOnce(&mut Recorder) -> anyhow::Result<()> + Send + 
 /// The schedule's writers, the senders' ack readers and the recipients, in that order.
 fn spawn_latency_threads<'scope>(
     scope: &'scope thread::Scope<'scope, '_>,
-    plan: Schedule,
+    (plan, tick): (Schedule, Duration),
     tally: &'scope WindowTally,
     writers: Vec<Vec<(TcpStream, Outbound, ChatId)>>,
     sender_rx: Vec<Inbound>,
@@ -1356,7 +1383,8 @@ fn spawn_latency_threads<'scope>(
     let writer_count = writers.len() as u64;
     let mut lateness = Vec::new();
     for (w, own) in writers.into_iter().enumerate() {
-        let job = move |r: &mut _| write_schedule(own, plan, w as u64, writer_count, tally, r);
+        let job =
+            move |r: &mut _| write_schedule(own, plan, (w as u64, writer_count), tick, tally, r);
         lateness.push(recording(format!("writer-{w}"), Box::new(job))?);
     }
     let mut acks = Vec::new();
@@ -1405,31 +1433,59 @@ fn sleep_until(epoch: Instant, ns: u64) {
 
 /// One writer: the `w`th of every `writers` messages of the schedule, round-robin over its
 /// senders. Records how late each measured send was (past its intended time).
+///
+/// With a `tick`, it sleeps to the next tick and then writes every message due by then, all
+/// of a connection's in one write (a client that batches, as the closed-loop senders do with
+/// their windows); the wait until the tick counts in every latency, since all are measured
+/// from the intended time. Without one, each message is written alone when it is due.
 fn write_schedule(
     mut own: Vec<(TcpStream, Outbound, ChatId)>,
     plan: Schedule,
-    w: u64,
-    writers: u64,
+    (w, writers): (u64, u64),
+    tick: Duration,
     tally: &WindowTally,
     late: &mut Recorder,
 ) -> anyhow::Result<()> {
     let mut body = String::with_capacity(BODY_BYTES);
-    for k in 0_u64.. {
-        let intended = plan.intended_ns(k * writers + w);
-        if intended >= plan.end_ns || tally.stop.load(Relaxed) {
+    let tick_ns = tick.as_nanos() as u64;
+    let mut wake_ns = plan.start_ns;
+    let mut k = 0_u64;
+    loop {
+        if tally.stop.load(Relaxed) || plan.intended_ns(k * writers + w) >= plan.end_ns {
             break;
         }
-        sleep_until(plan.epoch, intended);
+        wake_ns = if tick_ns == 0 {
+            plan.intended_ns(k * writers + w)
+        } else {
+            (wake_ns + tick_ns).min(plan.end_ns)
+        };
+        sleep_until(plan.epoch, wake_ns);
         let now = plan.now_ns();
-        let slot = (k % own.len() as u64) as usize;
-        let (stream, tx, chat) = &mut own[slot];
-        stamped_body(&mut body, intended);
-        // The intended time doubles as the request id: the ack's latency needs no lookup.
-        tx.send_text(intended, *chat, &body);
-        tx.flush(stream)?;
-        if plan.measured(intended) {
-            late.record(&plan, intended, now);
-            tally.sent.fetch_add(1, Relaxed);
+        loop {
+            let intended = plan.intended_ns(k * writers + w);
+            if intended > now || intended >= plan.end_ns {
+                break;
+            }
+            let slot = (k % own.len() as u64) as usize;
+            let (_, tx, chat) = &mut own[slot];
+            stamped_body(&mut body, intended);
+            // The intended time doubles as the request id: the ack's latency needs no lookup.
+            tx.send_text(intended, *chat, &body);
+            if plan.measured(intended) {
+                late.record(&plan, intended, now);
+                tally.sent.fetch_add(1, Relaxed);
+            }
+            k += 1;
+            if tick_ns == 0 {
+                let (stream, tx, _) = &mut own[slot];
+                tx.flush(stream)?;
+                break;
+            }
+        }
+        if tick_ns > 0 {
+            for (stream, tx, _) in &mut own {
+                tx.flush(stream)?;
+            }
         }
     }
     Ok(())
@@ -1568,11 +1624,13 @@ struct Latency {
     /// What the gateway logged at WARN or worse during the run.
     warnings: Option<String>,
     cpu: CpuUse,
+    /// The p99 lateness beyond which the run is invalid: [`LATENESS_P99_MAX_US`] past the tick.
+    lateness_max_us: u64,
 }
 
 impl Latency {
     fn valid(&self) -> bool {
-        self.lateness.all.value_at_quantile(0.99) <= LATENESS_P99_MAX_US
+        self.lateness.all.value_at_quantile(0.99) <= self.lateness_max_us
     }
 
     fn print(&self, rate: f64, measured: Option<f64>) {
@@ -1618,7 +1676,7 @@ impl Latency {
                 "  INVALID: the senders fell behind their schedule (p99 lateness {:.2} ms > {} \
                  ms): the offered load was not offered",
                 ms(self.lateness.all.value_at_quantile(0.99)),
-                LATENESS_P99_MAX_US / 1000
+                ms(self.lateness_max_us)
             );
         }
     }

@@ -35,7 +35,7 @@ const CLOSING_READ_BYTES_MAX: usize = 64 * 1024;
 pub async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     // Boxed: the handshake's buffers are freed before the long-lived frame loop starts.
     if let Some(upgraded) = Box::pin(crate::handshake::upgrade(&core, &mut stream)).await {
-        let (slot, conn) = core.register(upgraded.identity);
+        let (slot, conn) = core.register(upgraded.identity, stream.as_raw_fd());
         if let Some(hub) = core.hub.get() {
             hub.attach(&core, &conn);
         }

@@ -13,6 +13,7 @@ use crate::metrics::CoreMetrics;
 use crate::outbound::{Frame, Outbound};
 use crate::signal::Signal;
 use std::cell::{Cell, RefCell};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -56,6 +57,10 @@ pub struct Conn {
     /// Where answers for this connection go (`Origin::reply_to`: core and id); 0 until the
     /// messaging hub attaches it.
     pub id: Cell<u64>,
+    /// Its socket while it is registered (`None` once unregistered, before the socket
+    /// closes): lets a push that finds the queue full write out what the socket takes first
+    /// ([`Core::send`]).
+    pub fd: Cell<Option<RawFd>>,
     /// Its stream state (sync merged with live), while attached.
     pub session: RefCell<Option<Box<router::session::Session>>>,
     /// When the hub attached it (µs since the epoch), to tell older connections of the same
@@ -170,9 +175,10 @@ impl Core {
     }
 
     /// Registers an upgraded connection; returns its slot.
-    pub fn register(&self, identity: Identity) -> (usize, Rc<Conn>) {
+    pub fn register(&self, identity: Identity, fd: RawFd) -> (usize, Rc<Conn>) {
         let conn = Rc::new(Conn {
             identity,
+            fd: Cell::new(Some(fd)),
             outbound: RefCell::new(Outbound::default()),
             wake: Signal::default(),
             last_inbound_ms: Cell::new(self.now_ms()),
@@ -200,6 +206,10 @@ impl Core {
     pub fn unregister(&self, slot: usize) {
         let removed = self.conns.borrow_mut()[slot].take();
         debug_assert!(removed.is_some(), "slot {slot} unregistered twice");
+        if let Some(conn) = removed {
+            // Other holders of the `Rc` must not write to a socket that is about to close.
+            conn.fd.set(None);
+        }
         self.free.borrow_mut().push(slot);
         self.metrics.connections_open.dec();
     }
@@ -211,14 +221,22 @@ impl Core {
 
     /// Queues `frame` for `conn`, or closes it as a slow consumer when its queue is full.
     /// A connection that is closing takes nothing more (its close frame is queued last).
+    ///
+    /// A full queue is first written out as far as the socket takes it: a queue fills without
+    /// any fault of the peer when this core fell behind (a stall) and then hands one
+    /// connection a burst of frames faster than its task gets to write them. Only a peer
+    /// whose socket takes no more, one that is not reading, is closed as slow.
     pub fn send(&self, conn: &Conn, frame: Frame) {
         if conn.closing.get().is_some() {
             return;
         }
-        let pushed = conn
-            .outbound
-            .borrow_mut()
-            .push(frame, self.config.send_queue_bytes_max);
+        let max = self.config.send_queue_bytes_max;
+        let mut outbound = conn.outbound.borrow_mut();
+        if !outbound.has_room(&frame, max) {
+            self.write_ahead(conn, &mut outbound);
+        }
+        let pushed = outbound.push(frame, max);
+        drop(outbound);
         if pushed.is_err() {
             self.metrics.queue_drops.inc();
             conn.request_close(Close::new(close::POLICY_VIOLATION, "slow consumer"));
@@ -226,6 +244,23 @@ impl Core {
         }
         self.metrics.frames_out.inc();
         conn.wake.raise();
+    }
+
+    /// Writes `conn`'s queue as far as its socket takes it now, without waiting (errors are
+    /// left to the connection's task, which sees them on its next write or read).
+    fn write_ahead(&self, conn: &Conn, outbound: &mut Outbound) {
+        let Some(fd) = conn.fd.get() else {
+            return;
+        };
+        // SAFETY: `fd` is the connection's socket, open while the connection is registered:
+        // `unregister` clears it before the connection's task drops the socket, and both run
+        // on this thread.
+        #[allow(unsafe_code)]
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        if let Ok((written, _)) = outbound.flush(fd) {
+            self.metrics.bytes_out.inc_by(written as u64);
+            self.metrics.queue_write_aheads.inc();
+        }
     }
 
     /// Pings connections silent for `heartbeat_interval_ms`, closes those silent for

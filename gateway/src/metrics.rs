@@ -88,6 +88,7 @@ pub struct Metrics {
     bytes_in: Family<Labels, Counter>,
     bytes_out: Family<Labels, Counter>,
     queue_drops: Family<Labels, Counter>,
+    queue_write_aheads: Family<Labels, Counter>,
     closes: Family<Labels, Counter>,
     accept_errors: Family<Labels, Counter>,
     refused: Family<Labels, Counter>,
@@ -109,6 +110,8 @@ pub struct CoreMetrics {
     pub bytes_out: Counter,
     /// Connections closed because their outbound queue was full (slow consumers).
     pub queue_drops: Counter,
+    /// Full outbound queues written out at once on a push, before judging the peer slow.
+    pub queue_write_aheads: Counter,
     auth_failures: [Counter; 4],
     closes: Vec<(u16, Counter)>,
     accept_errors: [Counter; 3],
@@ -143,6 +146,10 @@ impl Metrics {
             "switchboard_queue_drops",
             "Connections closed as slow consumers",
         );
+        let queue_write_aheads = family(
+            "switchboard_queue_write_aheads",
+            "Full outbound queues written out at once on a push, before judging the peer slow",
+        );
         let closes = family("switchboard_closes", "WebSocket closes sent, by close code");
         let accept_errors = family("switchboard_accept_errors", "Failed accepts, by errno kind");
         let refused = family(
@@ -172,6 +179,7 @@ impl Metrics {
             bytes_in,
             bytes_out,
             queue_drops,
+            queue_write_aheads,
             closes,
             accept_errors,
             refused,
@@ -208,6 +216,7 @@ impl Metrics {
             bytes_in: counter(&self.bytes_in),
             bytes_out: counter(&self.bytes_out),
             queue_drops: counter(&self.queue_drops),
+            queue_write_aheads: counter(&self.queue_write_aheads),
             auth_failures: AuthFailure::ALL.map(|r| {
                 self.auth_failures
                     .get_or_create(&with(("reason", r.label().into())))

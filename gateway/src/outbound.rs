@@ -64,13 +64,17 @@ impl Outbound {
     /// # Errors
     /// `Full`: the consumer is too slow; the frame was not queued.
     pub fn push(&mut self, frame: Frame, bytes_max: usize) -> Result<(), Full> {
-        let len = frame.bytes().len();
-        if self.queued_bytes + len > bytes_max {
+        if !self.has_room(&frame, bytes_max) {
             return Err(Full);
         }
-        self.queued_bytes += len;
+        self.queued_bytes += frame.bytes().len();
         self.frames.push_back(frame);
         Ok(())
+    }
+
+    /// Whether `frame` fits under `bytes_max` now.
+    pub fn has_room(&self, frame: &Frame, bytes_max: usize) -> bool {
+        self.queued_bytes + frame.bytes().len() <= bytes_max
     }
 
     /// Whether nothing is waiting.

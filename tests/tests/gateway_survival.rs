@@ -1,7 +1,8 @@
 //! Proves the gateway survives hostile or unlucky conditions with a real process and real
 //! sockets: a slow consumer (small `SO_RCVBUF`, never reads, keeps asking) is closed (1008 or a
 //! plain TCP close), its queue is freed (RSS does not grow without bound, a queue drop is
-//! counted) and others keep working; at the fd limit (`ulimit -n 256`) accepts stop, the
+//! counted) and others keep working, while a client that reads gets a burst larger than its
+//! queue whole (the queue is written out before anyone is judged slow); at the fd limit (`ulimit -n 256`) accepts stop, the
 //! `emfile` accept error is counted, and accepts resume once fds are free; a client that sends
 //! nothing, half a request, or a request one byte at a time is cut off after
 //! `handshake_timeout_ms`; over `connections_max` an upgrade is HTTP 503; a second gateway on a
@@ -12,8 +13,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
+use switchboard_tests::chat::{ChatClient, WAIT, direct};
 use switchboard_tests::gateway::{Gateway, IO_TIMEOUT, StartFailure};
 use switchboard_tests::ws::{self, Closed, Handshake, WsClient};
+use wire::ErrorCode;
 use wire::ws::close;
 
 /// RSS may grow this much while a slow consumer is handled, and no more.
@@ -110,6 +113,66 @@ fn a_slow_consumer_is_closed_and_its_queue_freed() {
     warm.assert_served(2, IO_TIMEOUT);
     let mut fresh = gw.connect(3, 1);
     fresh.assert_served(3, IO_TIMEOUT);
+}
+
+/// Messages in the burst of [`a_burst_larger_than_its_queue_to_a_reading_client_is_written`].
+const BURST: u64 = 1_000;
+/// Their body size: a `NewMessage` of ~1.1 KB, so the 64 KiB queue holds ~60 of them.
+const BURST_BODY_BYTES: usize = 1_000;
+
+/// A client that reads is no slow consumer, even when the gateway hands it far more at once
+/// than its queue holds: 1,000 pipelined sends become durable in a few batches, and each batch's
+/// `NewMessage`s are queued to the recipient at once. The full queue is written out to the
+/// socket before the connection is judged slow, so the recipient gets all 1,000 in order and
+/// nobody is closed; the write-aheads are counted (which also shows that the burst did
+/// overflow the queue, so the test exercised that path).
+#[test]
+fn a_burst_larger_than_its_queue_to_a_reading_client_is_written() {
+    let gw = Gateway::builder()
+        .flag("--send-queue-bytes-max", 65_536)
+        .env("SWITCHBOARD_LIMITS__SEND_BURST", "100000")
+        .env("SWITCHBOARD_LIMITS__SEND_PER_S", "100000")
+        .env("SWITCHBOARD_LIMITS__USER_SEND_BURST", "100000")
+        .env("SWITCHBOARD_LIMITS__USER_SEND_PER_S", "100000")
+        .start();
+    let (alice, bob) = (1, 2);
+    let mut recipient = ChatClient::connect_fresh(&gw, bob, 1);
+    let mut sender = ChatClient::connect_fresh(&gw, alice, 1);
+    let chat = direct(alice, bob);
+    let body = vec![b'x'; BURST_BODY_BYTES];
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut seqs = Vec::new();
+            while seqs.len() < BURST as usize {
+                seqs.push(recipient.wait_message(WAIT).seq);
+            }
+            seqs
+        });
+        let requests: Vec<u64> = (1..=BURST)
+            .map(|id| sender.send_opaque(chat, id, &body))
+            .collect();
+        for request in requests {
+            let reply = sender.wait_result(request, WAIT);
+            assert_eq!(reply.code, ErrorCode::Ok, "send {request}: {reply:?}");
+        }
+        let seqs = reader.join().expect("the recipient's reader");
+        assert_eq!(
+            seqs,
+            (1..=BURST).collect::<Vec<_>>(),
+            "the recipient got the burst out of order or with gaps"
+        );
+    });
+    let m = gw.metrics();
+    assert!(
+        m.sum("switchboard_queue_drops_total") < 0.5,
+        "a reading client was closed as slow: {}",
+        m.show("switchboard_queue_drops_total")
+    );
+    assert!(
+        m.sum("switchboard_queue_write_aheads_total") > 0.0,
+        "the burst never filled a queue, so this test proved nothing: {}",
+        m.show("switchboard_queue_write_aheads_total")
+    );
 }
 
 #[test]
