@@ -257,7 +257,9 @@ impl Core {
         // on this thread.
         #[allow(unsafe_code)]
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        if let Ok((written, _)) = outbound.flush(fd) {
+        if let Ok((written, _)) = outbound.flush(fd)
+            && written > 0
+        {
             self.metrics.bytes_out.inc_by(written as u64);
             self.metrics.queue_write_aheads.inc();
         }
