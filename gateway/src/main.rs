@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use gateway::{auth, config, server};
 use serde::Serialize;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -158,6 +159,10 @@ fn main() -> ExitCode {
     tune_allocator();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr on a full disk, a closed pipe) is lost,
+        // never fatal: by default the layer reports it with `eprintln!`, which panics when
+        // stderr fails again, and a panic aborts this process.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -166,7 +171,8 @@ fn main() -> ExitCode {
     match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("switchboard: {e:#}");
+            // Not `eprintln!`: it panics (and so aborts) when stderr cannot be written.
+            let _ = writeln!(std::io::stderr(), "switchboard: {e:#}");
             ExitCode::FAILURE
         }
     }

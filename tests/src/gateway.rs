@@ -146,6 +146,7 @@ pub struct Builder {
     media_listen: Option<String>,
     data_dir: Option<PathBuf>,
     secret: Option<Vec<u8>>,
+    stderr: Option<PathBuf>,
 }
 
 impl Builder {
@@ -166,6 +167,14 @@ impl Builder {
     #[must_use]
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sends the gateway's stderr to `path` (e.g. `/dev/full`) instead of a log file the
+    /// harness reads (then [`Gateway::stderr`] is empty).
+    #[must_use]
+    pub fn stderr_to(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stderr = Some(path.into());
         self
     }
 
@@ -226,7 +235,13 @@ impl Builder {
         let data_dir = self.data_dir.unwrap_or_else(|| dir.path().join("data"));
         std::fs::create_dir_all(&data_dir).expect("creating the data dir");
         let stderr_path = dir.path().join("stderr.log");
-        let stderr = File::create(&stderr_path).expect("creating the stderr log");
+        let stderr = match &self.stderr {
+            None => File::create(&stderr_path).expect("creating the stderr log"),
+            Some(path) => File::options()
+                .write(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("opening {} for stderr: {e}", path.display())),
+        };
         let mut cmd = match self.nofile {
             None => Command::new(bin()),
             Some(n) => {

@@ -6,7 +6,8 @@
 //! `emfile` accept error is counted, and accepts resume once fds are free; a client that sends
 //! nothing, half a request, or a request one byte at a time is cut off after
 //! `handshake_timeout_ms`; over `connections_max` an upgrade is HTTP 503; a second gateway on a
-//! taken address exits non-zero at once, naming the address.
+//! taken address exits non-zero at once, naming the address; a gateway whose log cannot be
+//! written (stderr on `/dev/full`) serves and exits cleanly.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::TcpStream;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 use switchboard_tests::chat::{ChatClient, WAIT, direct};
-use switchboard_tests::gateway::{Gateway, IO_TIMEOUT, StartFailure};
+use switchboard_tests::gateway::{Gateway, IO_TIMEOUT, Signal, StartFailure};
 use switchboard_tests::ws::{self, Closed, Handshake, WsClient};
 use wire::ErrorCode;
 use wire::ws::close;
@@ -173,6 +174,22 @@ fn a_burst_larger_than_its_queue_to_a_reading_client_is_written() {
         "the burst never filled a queue, so this test proved nothing: {}",
         m.show("switchboard_queue_write_aheads_total")
     );
+}
+
+/// A gateway whose log cannot be written (stderr on a full disk: `/dev/full` fails every
+/// write with `ENOSPC`) loses those lines and nothing else: it starts (its startup logs
+/// warnings about development keys), serves, and drains on SIGTERM with exit status 0. A
+/// logger that reports its own write failure on the same stderr panics, and a panic aborts.
+#[test]
+fn a_gateway_whose_log_cannot_be_written_serves_and_exits_cleanly() {
+    let mut gw = Gateway::builder().stderr_to("/dev/full").start();
+    let mut client = gw.connect(1, 1);
+    client.assert_served(1, IO_TIMEOUT);
+    gw.signal(Signal::TERM);
+    let status = gw
+        .wait_exit(Duration::from_secs(30))
+        .expect("the gateway exits within 30 s of SIGTERM");
+    assert!(status.success(), "exit after SIGTERM: {status}");
 }
 
 #[test]
