@@ -91,7 +91,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let startup = Arc::new(Startup {
         config,
-        store,
+        store: store.clone(),
         auth,
         metrics: Arc::new(metrics),
         process,
@@ -126,6 +126,15 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     drop(stdout);
     for result in pool.join_all() {
         result.map_err(|e| anyhow::anyhow!("a core failed: {e}"))?;
+    }
+    // Tasks a core leaves behind when it stops keep their store handles, so the store is
+    // checkpointed here rather than left to its drop: the next start replays nothing.
+    if store.checkpoint() {
+        tracing::info!("store checkpointed");
+    } else {
+        tracing::warn!(
+            "store: the checkpoint on exit did not complete; the next start replays the log"
+        );
     }
     tracing::info!("drained; exiting");
     Ok(())
@@ -199,7 +208,9 @@ type StoreWatch = Option<(Arc<store::log::SyncStats>, store::embedded::IndexLag)
 
 /// Opens the embedded store in `<data_dir>/store`, replaying its log; returns it with its
 /// log's sync counters and index lag (for the metrics).
-fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn store::Store>, StoreWatch)> {
+fn open_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<store::embedded::EmbeddedStore>, StoreWatch)> {
     let dir = config.data_dir.join("store");
     let options = store::embedded::EmbeddedOptions {
         retention: config.retention(),

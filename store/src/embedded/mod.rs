@@ -399,6 +399,19 @@ impl EmbeddedStore {
         })
     }
 
+    /// Applies everything acknowledged so far, writes the index out and lets the log drop the
+    /// segments that covers, so that the next open replays nothing. Blocks until done: never
+    /// call it on an executor. False if it could not run (the store is closed or failed) or
+    /// the log could not be checkpointed; what is not checkpointed is replayed at the next
+    /// open, so nothing is lost either way.
+    ///
+    /// Dropping the last handle does this too (unless `checkpoint_on_close` is off); this is
+    /// for a process about to exit while other handles may outlive it (a task that was never
+    /// dropped).
+    pub fn checkpoint(&self) -> bool {
+        self.inner.checkpoint()
+    }
+
     /// What opening found and did.
     pub fn open_report(&self) -> OpenReport {
         self.inner.report
@@ -659,18 +672,27 @@ fn replay(
     Ok(replayed)
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
+impl Inner {
+    /// See [`EmbeddedStore::checkpoint`].
+    fn checkpoint(&self) -> bool {
+        let (Some(log), Some(tx)) = (&self.log, &self.applier_tx) else {
+            return false;
+        };
         // Let the log drop what the index will hold: a checkpoint request queues behind every
         // append, so once it is answered every acknowledged record was handed to the applier;
         // then the applier applies them, persists, and has the log delete covered segments.
-        if let (true, Some(log), Some(tx)) = (self.checkpoint_on_close, &self.log, &self.applier_tx)
-        {
-            let flushed = futures_lite::future::block_on(log.handle().checkpoint(0));
-            let (reply, answer) = Reply::channel();
-            if flushed.is_ok() && tx.send(ToApplier::Checkpoint { reply }).is_ok() {
-                let _ = futures_lite::future::block_on(answer);
-            }
+        let flushed = futures_lite::future::block_on(log.handle().checkpoint(0));
+        let (reply, answer) = Reply::channel();
+        flushed.is_ok()
+            && tx.send(ToApplier::Checkpoint { reply }).is_ok()
+            && futures_lite::future::block_on(answer).is_ok()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.checkpoint_on_close {
+            self.checkpoint();
         }
         // Then the log: its writer finishes the queue (and drops the gate's sender to the
         // applier).
