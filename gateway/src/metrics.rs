@@ -186,16 +186,17 @@ impl Metrics {
         }
     }
 
-    /// Reads the store log's sync counters and the index's lag at every scrape (see
-    /// [`crate::store_metrics`]).
+    /// Reads the store log's sync counters, the index's lag and the store's health at every
+    /// scrape (see [`crate::store_metrics`]).
     pub fn watch_store(
         &mut self,
         syncs: std::sync::Arc<store::log::SyncStats>,
         lag: store::embedded::IndexLag,
+        health: store::embedded::StoreHealth,
     ) {
         self.registry
             .register_collector(Box::new(crate::store_metrics::StoreCollector::new(
-                syncs, lag,
+                syncs, lag, health,
             )));
     }
 

@@ -41,6 +41,8 @@ const RING_DEPTH: usize = 4096;
 struct Startup {
     config: &'static Config,
     store: Arc<dyn store::Store>,
+    /// Whether the store still takes writes (for `/readyz`).
+    health: store::embedded::StoreHealth,
     auth: Authenticator,
     metrics: Arc<Metrics>,
     process: Arc<Process>,
@@ -64,9 +66,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let auth = Authenticator::from_config(config)?;
     let cores = config.executor_count();
     let (store, watch) = open_store(config)?;
+    let health = store.health();
     let mut metrics = Metrics::new();
     if let Some((syncs, lag)) = watch {
-        metrics.watch_store(syncs, lag);
+        metrics.watch_store(syncs, lag, health.clone());
     }
     let sockets = crate::listener::bind_reuseport(config.listen, cores, config.accept_backlog)?;
     let ws_addr = local_addr(&sockets[0])?;
@@ -92,6 +95,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let startup = Arc::new(Startup {
         config,
         store: store.clone(),
+        health,
         auth,
         metrics: Arc::new(metrics),
         process,
@@ -183,6 +187,7 @@ async fn run_core(startup: Arc<Startup>, mesh: crate::messaging::Mesh) {
             listener,
             startup.metrics.clone(),
             startup.process.clone(),
+            startup.health.clone(),
         ))
         .detach();
     }

@@ -1,11 +1,16 @@
 //! The store's metrics, read at scrape time: how long the log's syncs take, and whether its
 //! segments were prepared ahead of use, and how far the index lags the log.
 //!
-//! Owns the `switchboard_store_log_*` and `switchboard_store_index_*` names. Every
+//! Owns the `switchboard_store_log_*`, `switchboard_store_index_*` and
+//! `switchboard_store_failed` names. Every
 //! acknowledgement waits for a log sync, so the log's metrics are the disk's share of send
 //! latency: `sync_stalled_seconds_total` grows by the time spent in syncs longer than
 //! `store::log::STALL` (10 ms); its rate is the fraction of time during which sends could not
 //! be acknowledged within 10 ms.
+//!
+//! `switchboard_store_failed` is 1 once the store takes no more writes (its log read-only
+//! after a failed write or sync, or its index failed) until a restart; `/readyz` answers 503
+//! then too.
 //!
 //! `index_backlog_bytes` is the applier's backlog: reads other than idempotency lookups and
 //! reads of chats with nothing pending wait for it, and at `apply_backlog_bytes_max` the
@@ -19,7 +24,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use store::embedded::IndexLag;
+use store::embedded::{IndexLag, StoreHealth};
 use store::log::SyncStats;
 
 /// Exposes a log's [`SyncStats`] and the index's [`IndexLag`] as Prometheus metrics.
@@ -27,12 +32,13 @@ use store::log::SyncStats;
 pub struct StoreCollector {
     stats: Arc<SyncStats>,
     lag: IndexLag,
+    health: StoreHealth,
 }
 
 impl StoreCollector {
-    /// Reads `stats` and `lag` at every scrape.
-    pub fn new(stats: Arc<SyncStats>, lag: IndexLag) -> Self {
-        Self { stats, lag }
+    /// Reads `stats`, `lag` and `health` at every scrape.
+    pub fn new(stats: Arc<SyncStats>, lag: IndexLag, health: StoreHealth) -> Self {
+        Self { stats, lag, health }
     }
 }
 
@@ -82,6 +88,13 @@ impl Collector for StoreCollector {
             "The longest sync of the store's log since start",
             None,
             max.metric_type(),
+        )?)?;
+        let failed = ConstGauge::new(i64::from(self.health.failure().is_some()));
+        failed.encode(encoder.encode_descriptor(
+            "switchboard_store_failed",
+            "1 once the store takes no more writes (log read-only or index failed) until a restart",
+            None,
+            failed.metric_type(),
         )?)?;
         let backlog = ConstGauge::new(i64::try_from(self.lag.backlog_bytes()).unwrap_or(i64::MAX));
         backlog.encode(encoder.encode_descriptor(

@@ -142,6 +142,7 @@ pub struct Builder {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     nofile: Option<u32>,
+    file_blocks_max: Option<u64>,
     listen: Option<String>,
     media_listen: Option<String>,
     data_dir: Option<PathBuf>,
@@ -175,6 +176,15 @@ impl Builder {
     #[must_use]
     pub fn stderr_to(mut self, path: impl Into<PathBuf>) -> Self {
         self.stderr = Some(path.into());
+        self
+    }
+
+    /// Runs the gateway under `ulimit -f blocks` (512-byte blocks; via `sh -c '…; exec …'`),
+    /// with `SIGXFSZ` ignored: a write past that size fails with `EFBIG`, as on a full disk,
+    /// instead of killing the process.
+    #[must_use]
+    pub fn file_blocks_max(mut self, blocks: u64) -> Self {
+        self.file_blocks_max = Some(blocks);
         self
     }
 
@@ -242,15 +252,21 @@ impl Builder {
                 .open(path)
                 .unwrap_or_else(|e| panic!("opening {} for stderr: {e}", path.display())),
         };
-        let mut cmd = match self.nofile {
-            None => Command::new(bin()),
-            Some(n) => {
-                let mut sh = Command::new("sh");
-                sh.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(bin());
-                sh
-            }
+        let mut limits = Vec::new();
+        if let Some(n) = self.nofile {
+            limits.push(format!("ulimit -n {n}"));
+        }
+        if let Some(blocks) = self.file_blocks_max {
+            limits.push(format!("trap '' XFSZ && ulimit -f {blocks}"));
+        }
+        let mut cmd = if limits.is_empty() {
+            Command::new(bin())
+        } else {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("{} && exec \"$0\" \"$@\"", limits.join(" && ")))
+                .arg(bin());
+            sh
         };
         scrub_env(&mut cmd);
         let listen = self.listen.unwrap_or_else(|| "127.0.0.1:0".into());

@@ -192,6 +192,51 @@ fn a_gateway_whose_log_cannot_be_written_serves_and_exits_cleanly() {
     assert!(status.success(), "exit after SIGTERM: {status}");
 }
 
+/// A store that can write no more (here every file of the gateway is capped at 256 KiB, so
+/// the log's next write fails with `EFBIG`, as on a full disk) refuses sends with
+/// `Unavailable`, and the gateway says so where operators and load balancers look: `/readyz`
+/// turns 503 naming the store, and `switchboard_store_failed` is 1. Before that, `/readyz` is
+/// 200 and the gauge 0.
+#[test]
+fn a_store_that_can_write_no_more_turns_readyz_503_and_is_counted() {
+    let gw = Gateway::builder()
+        .file_blocks_max(512)
+        .env("SWITCHBOARD_LIMITS__SEND_BURST", "100000")
+        .env("SWITCHBOARD_LIMITS__SEND_PER_S", "100000")
+        .env("SWITCHBOARD_LIMITS__USER_SEND_BURST", "100000")
+        .env("SWITCHBOARD_LIMITS__USER_SEND_PER_S", "100000")
+        .start();
+    let ready = gw.get("/readyz").expect("GET /readyz");
+    assert_eq!(ready.status, 200, "{ready:?}");
+    assert!(gw.metrics().sum("switchboard_store_failed") < 0.5);
+
+    let (alice, bob) = (1, 2);
+    ChatClient::register(&gw, bob, 1);
+    let mut sender = ChatClient::connect_fresh(&gw, alice, 1);
+    let body = vec![b'x'; BURST_BODY_BYTES];
+    // 256 KiB of log holds a few hundred of these; give up well past that.
+    let refused = (1..=2_000).find_map(|id| {
+        let request = sender.send_opaque(direct(alice, bob), id, &body);
+        let reply = sender.wait_result(request, WAIT);
+        (reply.code != ErrorCode::Ok).then_some((id, reply))
+    });
+    let Some((id, reply)) = refused else {
+        panic!("2,000 sends of 1 KB were all stored under a 256 KiB file size limit");
+    };
+    assert_eq!(reply.code, ErrorCode::Unavailable, "send {id}: {reply:?}");
+
+    let ready = gw.get("/readyz").expect("GET /readyz");
+    let body = String::from_utf8_lossy(&ready.body);
+    assert_eq!(ready.status, 503, "/readyz after the store failed: {body}");
+    assert!(body.contains("store failed"), "/readyz body: {body}");
+    let m = gw.metrics();
+    assert!(
+        m.sum("switchboard_store_failed") > 0.5,
+        "{}",
+        m.show("switchboard_store_failed")
+    );
+}
+
 #[test]
 fn accepts_stop_at_the_fd_limit_and_resume_after() {
     let gw = Gateway::builder().nofile(256).start();

@@ -434,6 +434,35 @@ impl EmbeddedStore {
     pub fn index_lag(&self) -> IndexLag {
         IndexLag(self.inner.shared.clone())
     }
+
+    /// A handle that tells whether the store still takes writes (for a readiness check).
+    pub fn health(&self) -> StoreHealth {
+        StoreHealth {
+            log: self.log_sync_stats(),
+            shared: self.inner.shared.clone(),
+        }
+    }
+}
+
+/// Whether the store still takes writes (see [`EmbeddedStore::health`]); cheap to clone and
+/// to ask from any thread (atomics and one short lock, never the store's threads).
+#[derive(Debug, Clone)]
+pub struct StoreHealth {
+    log: Option<Arc<crate::log::SyncStats>>,
+    shared: Arc<apply_thread::Shared>,
+}
+
+impl StoreHealth {
+    /// Why the store takes no more writes, if so: its log turned read-only after a failed
+    /// write or sync (a full disk, an I/O error), or applying to its index failed. Either
+    /// lasts until the store is reopened (a restart); nothing acknowledged is lost.
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        if self.log.as_ref().is_some_and(|log| log.read_only()) {
+            return Some("the log is read-only after a failed write or sync".to_owned());
+        }
+        self.shared.failure()
+    }
 }
 
 /// How far the index lags the log (see [`EmbeddedStore::index_lag`]): reads that cannot be

@@ -1,7 +1,8 @@
 //! [`SyncStats`]: how long the writer thread's syncs take, readable from any thread.
 //!
 //! Owns the record of the acknowledgement path's disk time (and of the segments the writer
-//! rolled into, prepared or not, which sets what a sync costs): every acknowledgement waits for
+//! rolled into, prepared or not, which sets what a sync costs, and whether a failed write
+//! made the log read-only): every acknowledgement waits for
 //! one of these syncs, so a slow sync delays every append queued behind it. `stalled` sums the
 //! syncs longer than [`STALL`]; as a share of wall time it bounds from below the share of
 //! appends that waited more than `STALL` (issue 5's ack p99 goal is 10 ms).
@@ -14,7 +15,7 @@
 //! counter is exact on its own, but a [`SyncSnapshot`] read while syncs complete may take its
 //! fields from slightly different instants.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A sync longer than this counts as a stall.
@@ -34,6 +35,7 @@ pub struct SyncStats {
     buckets: [AtomicU64; BUCKETS],
     segments: AtomicU64,
     segments_unprepared: AtomicU64,
+    read_only: AtomicBool,
 }
 
 impl SyncStats {
@@ -56,6 +58,16 @@ impl SyncStats {
         }
         self.max_us.fetch_max(us, Ordering::Relaxed);
         self.buckets[bucket(us)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes that a write or sync failed: the log takes no more appends until reopened.
+    pub(crate) fn record_read_only(&self) {
+        self.read_only.store(true, Ordering::Release);
+    }
+
+    /// Whether a failed write or sync made the log read-only (until it is reopened).
+    pub fn read_only(&self) -> bool {
+        self.read_only.load(Ordering::Acquire)
     }
 
     /// The counters as of now.

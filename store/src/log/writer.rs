@@ -205,6 +205,7 @@ impl Writer {
                          this batch is not acknowledged"
                     );
                     self.failed = Some(Arc::new(error));
+                    self.stats.record_read_only();
                 }
             }
         }
