@@ -16,6 +16,11 @@
 //! segment's name and syncs the directory: so a segment name always holds a synced header, and
 //! a crash before the rename leaves only the stale file.
 //!
+//! A failed preparation (typically a full disk) deletes what it wrote, so the zeros do not take
+//! the space the log's own writes need, and the next one starts no sooner than [`RETRY_AFTER`]
+//! later: the writer asks after every batch, and retrying at that rate would fill the disk
+//! with zeros and the log with warnings.
+//!
 //! Invariants: at most one preparation is in flight; the preparer never touches a file with a
 //! segment's name; dropping the [`Preparer`] cancels an unfinished preparation (between
 //! chunks) and joins the thread.
@@ -46,6 +51,9 @@ pub(crate) const PACE_MIN_BYTES_PER_S: u64 = 16 * 1024 * 1024;
 /// next segment is ready when the active one is about a quarter full.
 pub(crate) const PACE_FACTOR: u64 = 4;
 
+/// How long after a failed preparation the next may start.
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// The pace for a log that filled `bytes` of its active segment in `elapsed`.
 pub(crate) fn pace(bytes: u64, elapsed: Duration) -> u64 {
     let per_s = u128::from(bytes) * 1_000_000 / elapsed.as_micros().max(1);
@@ -65,6 +73,8 @@ pub(crate) struct Preparer {
     dir: PathBuf,
     state: State,
     cancel: Arc<AtomicBool>,
+    /// No preparation starts before this (set by a failure).
+    not_before: Option<Instant>,
 }
 
 enum State {
@@ -82,6 +92,7 @@ impl Preparer {
             dir,
             state: State::Idle,
             cancel: Arc::new(AtomicBool::new(false)),
+            not_before: None,
         }
     }
 
@@ -91,10 +102,11 @@ impl Preparer {
     }
 
     /// Starts preparing a file of `bytes` zeros, written at `pace` bytes per second at most
-    /// (see [`pace`]), unless one is in flight or ready. A failure to start is logged: the
-    /// writer then creates its next segment the slow way.
+    /// (see [`pace`]), unless one is in flight or ready, or the last one failed less than
+    /// [`RETRY_AFTER`] ago. A failure to start is logged: the writer then creates its next
+    /// segment the slow way.
     pub(crate) fn request(&mut self, bytes: u64, pace: u64) {
-        if self.is_busy() {
+        if self.is_busy() || self.not_before.is_some_and(|t| Instant::now() < t) {
             return;
         }
         let (tx, done) = crossbeam_channel::bounded(1);
@@ -142,11 +154,18 @@ impl Preparer {
         }
         match outcome {
             Ok(file) => self.state = State::Ready(file),
-            Err(error) => tracing::warn!(
-                dir = %self.dir.display(),
-                %error,
-                "log: preparing the next segment failed; the next one grows as it is written"
-            ),
+            Err(error) => {
+                // Give back the space the zeros took (the log may need it).
+                let _ = std::fs::remove_file(prepared_path(&self.dir));
+                self.not_before = Some(Instant::now() + RETRY_AFTER);
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    %error,
+                    retry_after_s = RETRY_AFTER.as_secs(),
+                    "log: preparing the next segment failed; segments grow as they are written \
+                     until a later preparation succeeds"
+                );
+            }
         }
     }
 }
@@ -219,5 +238,62 @@ mod tests {
         // No time elapsed (or no bytes): no division by zero, no overflow.
         assert_eq!(pace(0, Duration::ZERO), PACE_MIN_BYTES_PER_S);
         assert_eq!(pace(u64::MAX, Duration::ZERO), u64::MAX);
+    }
+
+    /// Waits (bounded) until the preparer's outcome is in.
+    fn settle(preparer: &mut Preparer) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(preparer.state, State::Preparing { .. }) {
+            assert!(Instant::now() < deadline, "the preparation never finished");
+            preparer.poll();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_failed_preparation_deletes_its_file_and_is_not_retried_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut preparer = Preparer::new(dir.path().to_path_buf());
+        // The preparation fails: it cannot open its file (a directory has that name).
+        std::fs::create_dir(prepared_path(dir.path())).expect("mkdir");
+        preparer.request(1024 * 1024, u64::MAX);
+        settle(&mut preparer);
+        assert!(
+            preparer.take_ready().is_none(),
+            "a failed preparation is not ready"
+        );
+        // The next request, right away, starts nothing.
+        std::fs::remove_dir(prepared_path(dir.path())).expect("rmdir");
+        preparer.request(1024 * 1024, u64::MAX);
+        assert!(!preparer.is_busy(), "retried at once after a failure");
+        // Once the back-off has passed, it prepares again, and succeeds.
+        preparer.not_before = Some(Instant::now());
+        preparer.request(1024 * 1024, u64::MAX);
+        assert!(preparer.is_busy(), "not retried after the back-off");
+        settle(&mut preparer);
+        let file = preparer.take_ready().expect("the retry succeeded");
+        assert_eq!(file.metadata().expect("metadata").len(), 1024 * 1024);
+    }
+
+    #[test]
+    fn a_failed_preparation_gives_back_the_space_it_took() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut preparer = Preparer::new(dir.path().to_path_buf());
+        // A partial file, as a preparation that ran out of space leaves it.
+        std::fs::write(prepared_path(dir.path()), vec![0u8; 4096]).expect("partial file");
+        preparer.state = State::Preparing {
+            done: {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                tx.send(Err(io::Error::from_raw_os_error(28)))
+                    .expect("send ENOSPC");
+                rx
+            },
+            thread: std::thread::spawn(|| {}),
+        };
+        preparer.poll();
+        assert!(
+            !prepared_path(dir.path()).exists(),
+            "the failed preparation's file is still there"
+        );
     }
 }
