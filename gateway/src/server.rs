@@ -65,11 +65,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let _lock = lock_data_dir(config)?;
     let auth = Authenticator::from_config(config)?;
     let cores = config.executor_count();
-    let (store, watch) = open_store(config)?;
+    let store = open_store(config)?;
     let health = store.health();
     let mut metrics = Metrics::new();
-    if let Some((syncs, lag)) = watch {
-        metrics.watch_store(syncs, lag, health.clone());
+    if let Some(syncs) = store.log_sync_stats() {
+        metrics.watch_store(syncs, store.index_lag(), health.clone());
     }
     let sockets = crate::listener::bind_reuseport(config.listen, cores, config.accept_backlog)?;
     let ws_addr = local_addr(&sockets[0])?;
@@ -208,14 +208,8 @@ async fn run_core(startup: Arc<Startup>, mesh: crate::messaging::Mesh) {
     core.drain().await;
 }
 
-/// What the metrics read of the store: its log's sync counters and its index's lag.
-type StoreWatch = Option<(Arc<store::log::SyncStats>, store::embedded::IndexLag)>;
-
-/// Opens the embedded store in `<data_dir>/store`, replaying its log; returns it with its
-/// log's sync counters and index lag (for the metrics).
-fn open_store(
-    config: &Config,
-) -> anyhow::Result<(Arc<store::embedded::EmbeddedStore>, StoreWatch)> {
+/// Opens the embedded store in `<data_dir>/store`, replaying its log.
+fn open_store(config: &Config) -> anyhow::Result<Arc<store::embedded::EmbeddedStore>> {
     let dir = config.data_dir.join("store");
     let options = store::embedded::EmbeddedOptions {
         retention: config.retention(),
@@ -233,10 +227,7 @@ fn open_store(
         chats = report.chats,
         "store open"
     );
-    let watch = store
-        .log_sync_stats()
-        .map(|syncs| (syncs, store.index_lag()));
-    Ok((Arc::new(store), watch))
+    Ok(Arc::new(store))
 }
 
 /// Runs retention every `interval_ms` (on core 0; the store does the work on its own thread),

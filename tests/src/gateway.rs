@@ -171,6 +171,23 @@ impl Builder {
         self
     }
 
+    /// Sets every send rate limit (a device's and a user's, burst and per second) to
+    /// `per_s`: for tests whose senders must not be the ones limited.
+    #[must_use]
+    pub fn send_limits(self, per_s: u64) -> Self {
+        let value = per_s.to_string();
+        [
+            "SEND_BURST",
+            "SEND_PER_S",
+            "USER_SEND_BURST",
+            "USER_SEND_PER_S",
+        ]
+        .into_iter()
+        .fold(self, |b, key| {
+            b.env(format!("SWITCHBOARD_LIMITS__{key}"), value.clone())
+        })
+    }
+
     /// Sends the gateway's stderr to `path` (e.g. `/dev/full`) instead of a log file the
     /// harness reads (then [`Gateway::stderr`] is empty).
     #[must_use]

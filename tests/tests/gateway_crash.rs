@@ -48,7 +48,7 @@ const RETRY_WINDOW: usize = 64;
 /// Upper bound for a sync of a few thousand events from a debug build on a busy machine.
 const SYNC_WAIT: Duration = Duration::from_secs(20);
 /// The send rate limit (§6.8) far above what the senders reach, so no send is `RateLimited`.
-const SEND_LIMIT: &str = "1000000";
+const SEND_LIMIT: u64 = 1_000_000;
 
 #[test]
 fn acknowledged_messages_survive_sigkill_once_each_and_retries_are_stored_once() {
@@ -102,10 +102,7 @@ fn round(seed: u64) -> Summary {
 fn start(data: &Path) -> Gateway {
     Gateway::builder()
         .data_dir(data)
-        .env("SWITCHBOARD_LIMITS__SEND_BURST", SEND_LIMIT)
-        .env("SWITCHBOARD_LIMITS__SEND_PER_S", SEND_LIMIT)
-        .env("SWITCHBOARD_LIMITS__USER_SEND_BURST", SEND_LIMIT)
-        .env("SWITCHBOARD_LIMITS__USER_SEND_PER_S", SEND_LIMIT)
+        .send_limits(SEND_LIMIT)
         .start()
 }
 

@@ -172,11 +172,7 @@ fn after_a_drain_the_next_start_replays_nothing_and_keeps_every_message() {
     const MESSAGES: u64 = 50;
     let dir = tempfile::tempdir().expect("a temp dir");
     let data = dir.path().join("data");
-    let mut gw = Gateway::builder()
-        .data_dir(&data)
-        .env("SWITCHBOARD_LIMITS__SEND_BURST", "100")
-        .env("SWITCHBOARD_LIMITS__USER_SEND_BURST", "100")
-        .start();
+    let mut gw = Gateway::builder().data_dir(&data).send_limits(100).start();
     let (alice, bob) = (1, 2);
     ChatClient::register(&gw, bob, 1);
     let mut sender = ChatClient::connect_fresh(&gw, alice, 1);

@@ -214,12 +214,7 @@ fn sync_sends_each_chats_entries_in_seq_order_and_counts_them() {
 #[test]
 fn a_sync_of_several_chats_past_one_page_each_arrives_whole_and_in_seq_order() {
     const PER_CHAT: u64 = 300;
-    let gw = Gateway::builder()
-        .env("SWITCHBOARD_LIMITS__SEND_BURST", "1000")
-        .env("SWITCHBOARD_LIMITS__SEND_PER_S", "1000")
-        .env("SWITCHBOARD_LIMITS__USER_SEND_BURST", "1000")
-        .env("SWITCHBOARD_LIMITS__USER_SEND_PER_S", "1000")
-        .start();
+    let gw = Gateway::builder().send_limits(1_000).start();
     ChatClient::register(&gw, BOB, 1);
     let mut want: Vec<(ChatId, Vec<Event>)> = Vec::new();
     for sender in [ALICE, CAROL, DAVE] {

@@ -131,10 +131,7 @@ const BURST_BODY_BYTES: usize = 1_000;
 fn a_burst_larger_than_its_queue_to_a_reading_client_is_written() {
     let gw = Gateway::builder()
         .flag("--send-queue-bytes-max", 65_536)
-        .env("SWITCHBOARD_LIMITS__SEND_BURST", "100000")
-        .env("SWITCHBOARD_LIMITS__SEND_PER_S", "100000")
-        .env("SWITCHBOARD_LIMITS__USER_SEND_BURST", "100000")
-        .env("SWITCHBOARD_LIMITS__USER_SEND_PER_S", "100000")
+        .send_limits(100_000)
         .start();
     let (alice, bob) = (1, 2);
     let mut recipient = ChatClient::connect_fresh(&gw, bob, 1);
@@ -201,10 +198,7 @@ fn a_gateway_whose_log_cannot_be_written_serves_and_exits_cleanly() {
 fn a_store_that_can_write_no_more_turns_readyz_503_and_is_counted() {
     let gw = Gateway::builder()
         .file_blocks_max(512)
-        .env("SWITCHBOARD_LIMITS__SEND_BURST", "100000")
-        .env("SWITCHBOARD_LIMITS__SEND_PER_S", "100000")
-        .env("SWITCHBOARD_LIMITS__USER_SEND_BURST", "100000")
-        .env("SWITCHBOARD_LIMITS__USER_SEND_PER_S", "100000")
+        .send_limits(100_000)
         .start();
     let ready = gw.get("/readyz").expect("GET /readyz");
     assert_eq!(ready.status, 200, "{ready:?}");
